@@ -1,0 +1,53 @@
+// The real Pulumi engine (the CLI that `npm run setup` built) driving an Automation API
+// inline program, with a throw-away file:// backend and PULUMI_HOME.
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { delimiter, dirname, join } from "node:path";
+import { LocalWorkspace, PulumiCommand, type PulumiFn, type Stack } from "@pulumi/pulumi/automation/index.js";
+import { PULUMI_ROOT, REPO_ROOT, TOOLS } from "./tools.ts";
+
+export interface InlineStack {
+  readonly stack: Stack;
+  /** Scratch directory for the test: holds the backend, PULUMI_HOME and anything else. */
+  readonly dir: string;
+  /** Deletes the temporary backend and PULUMI_HOME. Does not destroy resources. */
+  cleanup(): Promise<void>;
+}
+
+export async function createInlineStack(projectName: string, program: PulumiFn): Promise<InlineStack> {
+  if (!existsSync(TOOLS.pulumi)) {
+    throw new Error(`pulumi: ${TOOLS.pulumi} is not installed; run \`npm run setup\``);
+  }
+  const dir = await mkdtemp(join(tmpdir(), "pw-pulumi-"));
+  try {
+    const backendDir = join(dir, "backend");
+    const pulumiHome = join(dir, "home");
+    await mkdir(backendDir);
+    await mkdir(pulumiHome);
+    const pulumiCommand = await PulumiCommand.get({ root: PULUMI_ROOT, skipVersionCheck: false });
+    const stack = await LocalWorkspace.createStack(
+      { stackName: "test", projectName, program },
+      {
+        pulumiCommand,
+        pulumiHome,
+        projectSettings: { name: projectName, runtime: "nodejs", backend: { url: `file://${backendDir}` } },
+        secretsProvider: "passphrase",
+        envVars: {
+          PULUMI_CONFIG_PASSPHRASE: randomBytes(16).toString("hex"),
+          PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+          PULUMI_SKIP_UPDATE_CHECK: "true",
+          // The dynamic-provider plugin is a shell script that runs `node` and resolves
+          // @pulumi/pulumi from its working directory, a temp dir here. Point both at ours.
+          PATH: [dirname(process.execPath), process.env.PATH ?? ""].join(delimiter),
+          NODE_PATH: join(REPO_ROOT, "node_modules"),
+        },
+      },
+    );
+    return { stack, dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
