@@ -1,0 +1,146 @@
+// Byte-level I/O under the format readers and writers: local files, and any Node Writable
+// as a sequential target.
+import { open, type FileHandle } from "node:fs/promises";
+import { once } from "node:events";
+import type { Writable } from "node:stream";
+import { FormatError, InvalidArgsError } from "../errors.ts";
+import type { ByteSource, ByteTarget } from "./types.ts";
+
+/** Opens a file read-only: the source of a migration is never written. */
+export async function openFileSource(path: string): Promise<ByteSource> {
+  const handle = await open(path, "r");
+  try {
+    const { size } = await handle.stat();
+    return fileSource(handle, path, size);
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+function fileSource(handle: FileHandle, name: string, sizeBytes: number): ByteSource {
+  return {
+    name,
+    sizeBytes,
+    async read(offsetBytes, lengthBytes) {
+      const length = Math.max(0, Math.min(lengthBytes, sizeBytes - offsetBytes));
+      const buf = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(buf, done, length - done, offsetBytes + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done === length ? buf : buf.subarray(0, done);
+    },
+    close: () => handle.close(),
+  };
+}
+
+/** A ByteSource over bytes in memory (tests, small descriptors). */
+export function bufferSource(name: string, data: Buffer): ByteSource {
+  return {
+    name,
+    sizeBytes: data.length,
+    read: async (offsetBytes, lengthBytes) =>
+      Buffer.from(data.subarray(offsetBytes, Math.min(data.length, offsetBytes + lengthBytes))),
+    close: async () => {},
+  };
+}
+
+/**
+ * Reads exactly `lengthBytes` or throws `TRUNCATED`: the image claims data past its end.
+ * `format` and `what` name the structure in the message, e.g. "qcow2", "L2 table 3".
+ */
+export async function readExact(
+  source: ByteSource,
+  offsetBytes: number,
+  lengthBytes: number,
+  format: string,
+  what: string,
+): Promise<Buffer> {
+  if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > source.sizeBytes) {
+    throw new FormatError(
+      "TRUNCATED",
+      `${format}: ${what} at offset 0x${offsetBytes.toString(16)} (+${lengthBytes}) lies past end of file ` +
+        `(size 0x${source.sizeBytes.toString(16)}) in ${source.name}`,
+      { context: { offsetBytes, lengthBytes, fileSizeBytes: source.sizeBytes } },
+    );
+  }
+  const buf = await source.read(offsetBytes, lengthBytes);
+  if (buf.length !== lengthBytes) {
+    throw new FormatError("TRUNCATED", `${format}: short read of ${what} at 0x${offsetBytes.toString(16)}`, {
+      context: { offsetBytes, lengthBytes, got: buf.length },
+    });
+  }
+  return buf;
+}
+
+export interface FileTargetOptions {
+  /** Replace an existing file. Off by default so a typo never clobbers an image. */
+  readonly overwrite?: boolean;
+}
+
+/** A random-access file target. `truncate` extends with a hole, so zeros cost no space. */
+export async function createFileTarget(path: string, options: FileTargetOptions = {}): Promise<ByteTarget> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, options.overwrite === true ? "w" : "wx");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+      throw new InvalidArgsError("TARGET_EXISTS", `${path} already exists (pass overwrite to replace it)`, {
+        cause: err,
+      });
+    }
+    throw err;
+  }
+  return {
+    name: path,
+    sequential: false,
+    async write(offsetBytes, data) {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await handle.write(data, done, data.length - done, offsetBytes + done);
+        done += bytesWritten;
+      }
+    },
+    truncate: (lengthBytes) => handle.truncate(lengthBytes),
+    close: () => handle.close(),
+  };
+}
+
+/**
+ * A sequential target over a Writable (a pipe, an HTTP request body, a tar entry). Writes must
+ * be appends; `truncate` may only extend, which it does by streaming zeros.
+ */
+export function streamTarget(name: string, stream: Writable): ByteTarget {
+  let positionBytes = 0;
+  async function push(data: Buffer): Promise<void> {
+    if (!stream.write(data)) await once(stream, "drain");
+    positionBytes += data.length;
+  }
+  return {
+    name,
+    sequential: true,
+    async write(offsetBytes, data) {
+      if (offsetBytes !== positionBytes) {
+        throw new InvalidArgsError(
+          "SEQUENTIAL_TARGET",
+          `${name}: sequential target at 0x${positionBytes.toString(16)} cannot write at 0x${offsetBytes.toString(16)}`,
+        );
+      }
+      await push(data);
+    },
+    async truncate(lengthBytes) {
+      if (lengthBytes < positionBytes) {
+        throw new InvalidArgsError("SEQUENTIAL_TARGET", `${name}: a sequential target cannot shrink`);
+      }
+      const zeros = Buffer.alloc(Math.min(1 << 20, lengthBytes - positionBytes));
+      while (positionBytes < lengthBytes) await push(zeros.subarray(0, Math.min(zeros.length, lengthBytes - positionBytes)));
+    },
+    async close() {
+      stream.end();
+      await once(stream, "finish");
+    },
+  };
+}

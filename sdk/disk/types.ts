@@ -1,0 +1,88 @@
+// The one idea (DESIGN.md): every disk is a DiskSource or a DiskSink, and convert() is the pipe.
+//
+// Offsets are JavaScript numbers, exact up to 2^53 (8 PiB). On-disk 64-bit fields are read as
+// bigint and narrowed with `toSafeNumber` (layout.ts), which throws instead of losing bits.
+
+export type DiskFormatName = "raw" | "vmdk" | "vhd" | "vhdx" | "qcow2";
+
+/** A range of the virtual disk. Extents from a source are ordered, contiguous and cover the disk. */
+export interface Extent {
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+  /**
+   * "data": allocated, holds bytes (which may still be zeros; convert() checks).
+   * "zero": known to read as zeros (unallocated, a zero flag, a hole) and never needs reading.
+   */
+  readonly kind: "data" | "zero";
+}
+
+/** Random-access bytes underneath a format reader: a local file, an HTTP range reader, a blob. */
+export interface ByteSource {
+  /** A short name for messages, e.g. the file path or URL without credentials. */
+  readonly name: string;
+  readonly sizeBytes: number;
+  /**
+   * Reads up to `lengthBytes` at `offsetBytes`. Returns fewer bytes only at end of input; use
+   * `readExact` (io.ts) where a short read means a truncated image.
+   */
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/** A virtual disk to read from: an image file of some format, a snapshot, a blob. */
+export interface DiskSource {
+  readonly format: DiskFormatName | string;
+  /** e.g. "monolithicSparse", "streamOptimized", "dynamic", "fixed", "v3". */
+  readonly subformat?: string;
+  readonly virtualSizeBytes: number;
+  /**
+   * Ordered, contiguous extents covering [0, virtualSizeBytes). Generated lazily: a 1 TiB image
+   * must not materialise millions of entries. A source without allocation information returns a
+   * single "data" extent and lets convert() find the zeros.
+   */
+  extents(): AsyncIterable<Extent>;
+  /** Reads exactly `lengthBytes` (the range must lie inside the virtual disk). */
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/** What a sink produced: a file, a snapshot id, a blob URL, a datastore path. */
+export interface SinkResult {
+  readonly location: string;
+  /** Bytes of disk data written (zero ranges excluded). */
+  readonly dataBytesWritten: number;
+  readonly details?: Readonly<Record<string, string | number | boolean>>;
+}
+
+/**
+ * A virtual disk being written. The contract convert() keeps, so that every sink can be simple
+ * and stream:
+ * - a new sink reads as all zeros; ranges never written stay zero;
+ * - `write` calls arrive in strictly increasing offset order and never overlap;
+ * - offsets and lengths are multiples of 512, except that the last write may end at a virtual
+ *   size that is not;
+ * - a write never crosses a multiple of `blockSizeBytes` unless it starts on one and covers whole
+ *   blocks (so block-allocating formats see whole blocks or pieces of one block).
+ */
+export interface DiskSink {
+  readonly format: DiskFormatName | string;
+  readonly virtualSizeBytes: number;
+  /** The sink's allocation unit (grain, cluster, block); a power of two, at least 512. */
+  readonly blockSizeBytes: number;
+  write(offsetBytes: number, data: Buffer): Promise<void>;
+  /** Flushes metadata and returns the artefact. After finish() the sink is closed. */
+  finish(): Promise<SinkResult>;
+  /** Stops after a failure and releases resources; leaves no artefact marked complete. */
+  abort(): Promise<void>;
+}
+
+/** Where a format writer puts its bytes. */
+export interface ByteTarget {
+  readonly name: string;
+  /** True when writes must be appends in order (a pipe, an HTTP upload, an OVA entry). */
+  readonly sequential: boolean;
+  write(offsetBytes: number, data: Buffer): Promise<void>;
+  /** Sets the final length; on a file this leaves a hole rather than writing zeros. */
+  truncate(lengthBytes: number): Promise<void>;
+  close(): Promise<void>;
+}
