@@ -1,0 +1,159 @@
+// convert(): the pipe from any DiskSource to any DiskSink.
+//
+// - Zero extents are never read; data extents are read in chunks and checked for zeros, so
+//   sources without allocation information (raw, clouds) still produce sparse output.
+// - Reads run ahead `concurrency` chunks; writes go to the sink strictly in order, which is
+//   what sequential sinks (streamOptimized VMDK, OVA entries, pipes) need.
+// - Memory is bounded by `concurrency × CONVERT_CHUNK_BYTES`, whatever the virtual size.
+import { InvalidArgsError } from "../errors.ts";
+import type { DiskSink, DiskSource, Extent, SinkResult } from "./types.ts";
+
+/** Read unit. 1 MiB keeps syscalls and promise overhead small and memory modest. */
+export const CONVERT_CHUNK_BYTES = 1024 * 1024;
+/** Zero-detection unit: small enough to find holes between files, large enough to be cheap. */
+export const ZERO_DETECT_BYTES = 64 * 1024;
+/** Reads in flight. Four overlap I/O latency on files and HTTP without much memory. */
+export const DEFAULT_CONVERT_CONCURRENCY = 4;
+export const MAX_CONVERT_CONCURRENCY = 64;
+
+export interface ConvertProgress {
+  /** Virtual bytes handled so far (read or known zero). */
+  readonly doneBytes: number;
+  readonly totalBytes: number;
+  /** Bytes handed to the sink. */
+  readonly dataBytesWritten: number;
+}
+
+export interface ConvertOptions {
+  /** Called after every chunk; throttle in the caller if it prints. */
+  readonly progress?: (progress: ConvertProgress) => void;
+  /** Chunks read ahead of the writer. @default 4 */
+  readonly concurrency?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface ConvertResult extends SinkResult {
+  /** Bytes read from the source (data extents only). */
+  readonly bytesRead: number;
+  /** Bytes of data extents that turned out to be zeros and were skipped. */
+  readonly zeroBytesDetected: number;
+}
+
+interface Chunk {
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+}
+
+const ZEROS = Buffer.alloc(ZERO_DETECT_BYTES);
+
+/** Splits data extents into chunks aligned to CONVERT_CHUNK_BYTES; zero extents are skipped. */
+async function* dataChunks(extents: AsyncIterable<Extent>, onZero: (lengthBytes: number) => void): AsyncGenerator<Chunk> {
+  for await (const extent of extents) {
+    if (extent.kind === "zero") {
+      onZero(extent.lengthBytes);
+      continue;
+    }
+    const end = extent.offsetBytes + extent.lengthBytes;
+    for (let offsetBytes = extent.offsetBytes; offsetBytes < end; ) {
+      const next = Math.min(end, (Math.floor(offsetBytes / CONVERT_CHUNK_BYTES) + 1) * CONVERT_CHUNK_BYTES);
+      yield { offsetBytes, lengthBytes: next - offsetBytes };
+      offsetBytes = next;
+    }
+  }
+}
+
+/**
+ * Cuts a run of data at block boundaries so that each write lies inside one block or covers
+ * whole blocks (the DiskSink contract in types.ts).
+ */
+function* blockAlignedPieces(offsetBytes: number, data: Buffer, blockSizeBytes: number): Generator<[number, Buffer]> {
+  let start = 0;
+  while (start < data.length) {
+    const at = offsetBytes + start;
+    const toBoundary = blockSizeBytes - (at % blockSizeBytes);
+    let length: number;
+    if (toBoundary !== blockSizeBytes) length = Math.min(toBoundary, data.length - start);
+    else {
+      const wholeBlocks = Math.floor((data.length - start) / blockSizeBytes);
+      length = wholeBlocks > 0 ? wholeBlocks * blockSizeBytes : data.length - start;
+    }
+    yield [at, data.subarray(start, start + length)];
+    start += length;
+  }
+}
+
+export async function convert(source: DiskSource, sink: DiskSink, options: ConvertOptions = {}): Promise<ConvertResult> {
+  const concurrency = options.concurrency ?? DEFAULT_CONVERT_CONCURRENCY;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONVERT_CONCURRENCY) {
+    throw new InvalidArgsError("INVALID_CONCURRENCY", `convert: concurrency must be 1..${MAX_CONVERT_CONCURRENCY}, got ${concurrency}`);
+  }
+  if (sink.virtualSizeBytes < source.virtualSizeBytes) {
+    throw new InvalidArgsError(
+      "SINK_TOO_SMALL",
+      `convert: ${sink.format} sink holds ${sink.virtualSizeBytes} bytes but the ${source.format} source has ${source.virtualSizeBytes}`,
+      { context: { sinkBytes: sink.virtualSizeBytes, sourceBytes: source.virtualSizeBytes } },
+    );
+  }
+  const zeroUnit = Math.min(ZERO_DETECT_BYTES, sink.blockSizeBytes);
+  let doneBytes = 0;
+  let dataBytesWritten = 0;
+  let bytesRead = 0;
+  let zeroBytesDetected = 0;
+  const report = (): void =>
+    options.progress?.({ doneBytes, totalBytes: source.virtualSizeBytes, dataBytesWritten });
+
+  const chunks = dataChunks(source.extents(), (lengthBytes) => {
+    doneBytes += lengthBytes;
+    report();
+  });
+  const inFlight: Array<{ chunk: Chunk; data: Promise<Buffer> }> = [];
+  async function refill(): Promise<boolean> {
+    while (inFlight.length < concurrency) {
+      const next = await chunks.next();
+      if (next.done === true) return inFlight.length > 0;
+      const chunk = next.value;
+      const data = source.read(chunk.offsetBytes, chunk.lengthBytes);
+      // A read that fails while an earlier write is pending is reported when its turn comes.
+      data.catch(() => {});
+      inFlight.push({ chunk, data });
+    }
+    return true;
+  }
+
+  async function writeRun(offsetBytes: number, run: Buffer): Promise<void> {
+    for (const [at, piece] of blockAlignedPieces(offsetBytes, run, sink.blockSizeBytes)) {
+      await sink.write(at, piece);
+      dataBytesWritten += piece.length;
+    }
+  }
+
+  try {
+    while (await refill()) {
+      options.signal?.throwIfAborted();
+      const { chunk, data: pending } = inFlight.shift()!;
+      const data = await pending;
+      bytesRead += data.length;
+      // Write maximal runs of non-zero units in one call each.
+      let runStart = -1;
+      for (let at = 0; at < data.length; at += zeroUnit) {
+        const unit = data.subarray(at, Math.min(data.length, at + zeroUnit));
+        const zero = unit.length === zeroUnit ? unit.equals(ZEROS.subarray(0, zeroUnit)) : unit.every((b) => b === 0);
+        if (zero) {
+          zeroBytesDetected += unit.length;
+          if (runStart >= 0) await writeRun(chunk.offsetBytes + runStart, data.subarray(runStart, at));
+          runStart = -1;
+        } else if (runStart < 0) runStart = at;
+      }
+      if (runStart >= 0) await writeRun(chunk.offsetBytes + runStart, data.subarray(runStart));
+      doneBytes += chunk.lengthBytes;
+      report();
+    }
+    const result = await sink.finish();
+    return { ...result, bytesRead, zeroBytesDetected };
+  } catch (err) {
+    await sink.abort().catch(() => {});
+    throw err;
+  } finally {
+    await chunks.return(undefined);
+  }
+}

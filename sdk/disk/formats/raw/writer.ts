@@ -1,0 +1,34 @@
+// Raw output. On a file, zero ranges stay holes (the final truncate sets the length); on a
+// sequential target they are streamed as zeros, since a pipe has no holes.
+import { z } from "zod";
+import type { WriterOptions } from "../../format.ts";
+import { parseWriterOptions } from "../../writer-options.ts";
+import type { ByteTarget, DiskSink } from "../../types.ts";
+
+/** Raw has no allocation unit; this only sizes convert()'s zero detection and chunking. */
+const RAW_BLOCK_SIZE_BYTES = 64 * 1024;
+
+const RawOptions = z.strictObject({ virtualSizeBytes: z.coerce.number().int().nonnegative() });
+
+export async function createRawWriter(target: ByteTarget, options: WriterOptions): Promise<DiskSink> {
+  const { virtualSizeBytes } = parseWriterOptions("raw", RawOptions, options);
+  let positionBytes = 0;
+  let dataBytesWritten = 0;
+  return {
+    format: "raw",
+    virtualSizeBytes,
+    blockSizeBytes: RAW_BLOCK_SIZE_BYTES,
+    async write(offsetBytes, data) {
+      if (target.sequential && offsetBytes > positionBytes) await target.truncate(offsetBytes);
+      await target.write(offsetBytes, data);
+      positionBytes = offsetBytes + data.length;
+      dataBytesWritten += data.length;
+    },
+    async finish() {
+      await target.truncate(virtualSizeBytes);
+      await target.close();
+      return { location: target.name, dataBytesWritten };
+    },
+    abort: () => target.close(),
+  };
+}
