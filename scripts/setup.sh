@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-APT_PACKAGES=(qemu-utils qemu-system-x86 ovmf)
+# time: GNU time measures wall time and peak RSS in the benchmarks.
+APT_PACKAGES=(qemu-utils qemu-system-x86 ovmf bzip2 time)
 PULUMI_VERSION=$(awk '$1 == "github.com/pulumi/pulumi/pkg/v3" { sub(/^v/, "", $2); print $2 }' tools/pulumi/go.mod)
 PULUMI_BIN="$HOME/.pulumi/versions/$PULUMI_VERSION/bin"
 GOVMOMI_VERSION=$(awk '$1 == "github.com/vmware/govmomi" { print $2 }' tools/vcsim/go.mod)
