@@ -62,7 +62,9 @@ export interface SinkResult {
  * - offsets and lengths are multiples of 512, except that the last write may end at a virtual
  *   size that is not;
  * - a write never crosses a multiple of `blockSizeBytes` unless it starts on one and covers whole
- *   blocks (so block-allocating formats see whole blocks or pieces of one block).
+ *   blocks (so block-allocating formats see whole blocks or pieces of one block);
+ * - `data` belongs to the sink once passed: a sink may keep it until `finish()` to pipeline its
+ *   I/O, so callers never reuse a buffer they have written.
  */
 export interface DiskSink {
   readonly format: DiskFormatName | string;
