@@ -30,6 +30,10 @@ export interface DiskFormat {
   readonly name: DiskFormatName;
   /** True when the head (first PROBE_HEAD_BYTES) or tail (last PROBE_TAIL_BYTES) carries this format's magic. */
   probe(head: Buffer, tail: Buffer, sizeBytes: number): boolean;
+  /**
+   * Reads an image. On success the returned DiskSource owns `source` (its close() closes it); on
+   * failure `source` stays the caller's to close.
+   */
   open(source: ByteSource, options?: OpenOptions): Promise<DiskSource>;
   createWriter(target: ByteTarget, options: WriterOptions): Promise<DiskSink>;
 }

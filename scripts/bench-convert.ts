@@ -1,0 +1,189 @@
+// npm run bench:convert — our engine against qemu-img, in the same run, on the same input.
+//
+// Builds a deterministic 2 GiB mixed raw image (zeros, random, text), converts it into each
+// format with both tools, checks every output of ours with `qemu-img compare`, and prints wall
+// time ratios (ours / qemu-img), output sizes and peak RSS. Then a scale check: a 1 TiB virtual
+// disk holding 64 MiB converts in time that follows the data, not the virtual size. The last
+// line is one JSON object with every figure, for scripts.
+import { execFile } from "node:child_process";
+import { createCipheriv } from "node:crypto";
+import { mkdir, open, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { REPO_ROOT, TOOLS } from "../tests/harness/tools.ts";
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const IMAGE_BYTES = 2048 * MiB;
+const SCALE_VIRTUAL_BYTES = 1024 * 1024 * MiB;
+const SCALE_DATA_BYTES = 64 * MiB;
+const PEAK_RSS_LIMIT_MIB = 256;
+const CLI = join(REPO_ROOT, "sdk", "cli", "portable.ts");
+const dir = process.env.PW_BENCH_DIR ?? join(tmpdir(), "pw-bench");
+
+interface Timed {
+  readonly seconds: number;
+  readonly peakRssMiB: number;
+}
+
+/** Runs a command under GNU time for wall seconds and peak RSS. */
+async function timed(command: string, args: readonly string[]): Promise<Timed> {
+  const { stderr } = await run("/usr/bin/time", ["-f", "PWTIME %e %M", command, ...args], { maxBuffer: 64 * MiB });
+  const match = /PWTIME ([\d.]+) (\d+)/.exec(stderr);
+  if (match === null) throw new Error(`no timing from ${command}: ${stderr}`);
+  return { seconds: Number(match[1]), peakRssMiB: Math.round(Number(match[2]) / 1024) };
+}
+
+/**
+ * 1 MiB units in a fixed pseudo-random order: 40% zero (left as holes), 30% random (AES-CTR
+ * keystream, incompressible), 30% text (compressible). The same bytes on every run.
+ */
+async function buildMixedImage(path: string): Promise<void> {
+  const file = await open(path, "w");
+  const cipher = createCipheriv("aes-128-ctr", Buffer.alloc(16, 7), Buffer.alloc(16, 0));
+  const text = Buffer.alloc(MiB);
+  const line = (n: number): string => `line ${n}: portable-workload moves virtual machines between clouds.\n`;
+  for (let at = 0, n = 0; at < MiB; n++) at += text.write(line(n), at);
+  let state = 12345;
+  for (let unit = 0; unit < IMAGE_BYTES / MiB; unit++) {
+    state = (state * 1103515245 + 12345) >>> 0;
+    const pick = (state >>> 16) % 10;
+    if (pick < 4) continue;
+    const data = pick < 7 ? cipher.update(Buffer.alloc(MiB)) : text;
+    await file.write(data, 0, MiB, unit * MiB);
+  }
+  await file.truncate(IMAGE_BYTES);
+  await file.close();
+}
+
+async function allocatedBytes(path: string): Promise<number> {
+  return (await stat(path)).blocks * 512;
+}
+
+interface Case {
+  readonly name: string;
+  readonly input: string;
+  readonly inputFormat: string;
+  readonly outputFormat: string;
+  readonly qemuOptions: readonly string[];
+  readonly ourOptions: readonly string[];
+  /** Target for ours / qemu-img wall time. */
+  readonly target: number;
+}
+
+interface Row {
+  readonly name: string;
+  readonly qemuSeconds: number;
+  readonly oursSeconds: number;
+  readonly ratio: number;
+  readonly target: number;
+  readonly qemuOutputBytes: number;
+  readonly oursOutputBytes: number;
+  readonly sizeRatio: number;
+  readonly oursPeakRssMiB: number;
+  readonly identical: boolean;
+}
+
+async function runCase(c: Case): Promise<Row> {
+  const qemuOut = join(dir, `qemu.${c.outputFormat}`);
+  const oursOut = join(dir, `ours.${c.outputFormat}`);
+  await rm(qemuOut, { force: true });
+  await rm(oursOut, { force: true });
+  const qemuFlags = c.qemuOptions.length > 0 ? ["-o", c.qemuOptions.join(",")] : [];
+  const qemuFormat = c.outputFormat === "vhd" ? "vpc" : c.outputFormat;
+  const qemuInFormat = c.inputFormat === "vhd" ? "vpc" : c.inputFormat;
+  const qemu = await timed(TOOLS.qemuImg, ["convert", "-f", qemuInFormat, "-O", qemuFormat, ...qemuFlags, c.input, qemuOut]);
+  const ourFlags = c.ourOptions.flatMap((o) => ["-o", o]);
+  const ours = await timed(process.execPath, [CLI, "convert", c.input, oursOut, "-O", c.outputFormat, ...ourFlags]);
+  const compare = await run(TOOLS.qemuImg, ["compare", "-f", "raw", "-F", qemuFormat, join(dir, "mixed.raw"), oursOut]).then(
+    () => true,
+    () => false,
+  );
+  const row: Row = {
+    name: c.name,
+    qemuSeconds: qemu.seconds,
+    oursSeconds: ours.seconds,
+    ratio: round(ours.seconds / Math.max(qemu.seconds, 0.01)),
+    target: c.target,
+    qemuOutputBytes: await allocatedBytes(qemuOut),
+    oursOutputBytes: await allocatedBytes(oursOut),
+    sizeRatio: 0,
+    oursPeakRssMiB: ours.peakRssMiB,
+    identical: compare,
+  };
+  await rm(qemuOut, { force: true });
+  await rm(oursOut, { force: true });
+  return { ...row, sizeRatio: round(row.oursOutputBytes / Math.max(row.qemuOutputBytes, 1)) };
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
+async function scaleCheck(): Promise<Record<string, number>> {
+  // Same 64 MiB of data (64 runs of 1 MiB, spread out) in a 1 GiB and a 1 TiB virtual disk.
+  const figures: Record<string, number> = {};
+  for (const [label, virtualBytes] of [["1GiB", 1024 * MiB], ["1TiB", SCALE_VIRTUAL_BYTES]] as const) {
+    const image = join(dir, `scale-${label}.qcow2`);
+    const out = join(dir, `scale-${label}.out.qcow2`);
+    await rm(image, { force: true });
+    await rm(out, { force: true });
+    await run(TOOLS.qemuImg, ["create", "-q", "-f", "qcow2", image, String(virtualBytes)]);
+    const stride = Math.floor(virtualBytes / (SCALE_DATA_BYTES / MiB) / MiB) * MiB;
+    const writes = Array.from({ length: SCALE_DATA_BYTES / MiB }, (_, i) => ["-c", `write -P ${(i % 250) + 1} ${i * stride} 1M`]).flat();
+    await run(TOOLS.qemuImg.replace(/qemu-img$/, "qemu-io"), ["-f", "qcow2", ...writes, image], { maxBuffer: 64 * MiB });
+    const ours = await timed(process.execPath, [CLI, "convert", image, out, "-O", "qcow2"]);
+    await run(TOOLS.qemuImg, ["compare", "-f", "qcow2", "-F", "qcow2", image, out]);
+    figures[`scale${label}Seconds`] = ours.seconds;
+    figures[`scale${label}PeakRssMiB`] = ours.peakRssMiB;
+    await rm(image, { force: true });
+    await rm(out, { force: true });
+  }
+  return figures;
+}
+
+async function main(): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const mixed = join(dir, "mixed.raw");
+  console.log(`building ${IMAGE_BYTES / MiB} MiB mixed image in ${dir} ...`);
+  await buildMixedImage(mixed);
+  // Inputs in other formats, made by qemu-img so our reader is measured on foreign images.
+  const qcow2In = join(dir, "in.qcow2");
+  const streamIn = join(dir, "in-stream.vmdk");
+  await run(TOOLS.qemuImg, ["convert", "-O", "qcow2", mixed, qcow2In]);
+  await run(TOOLS.qemuImg, ["convert", "-O", "vmdk", "-o", "subformat=streamOptimized", mixed, streamIn]);
+
+  const raw = { input: mixed, inputFormat: "raw" };
+  const cases: Case[] = [
+    { name: "raw→qcow2", ...raw, outputFormat: "qcow2", qemuOptions: [], ourOptions: [], target: 1 },
+    { name: "raw→vhd dynamic", ...raw, outputFormat: "vhd", qemuOptions: ["subformat=dynamic"], ourOptions: ["subformat=dynamic"], target: 1 },
+    { name: "raw→vhd fixed", ...raw, outputFormat: "vhd", qemuOptions: ["subformat=fixed"], ourOptions: ["subformat=fixed"], target: 1 },
+    { name: "raw→vhdx", ...raw, outputFormat: "vhdx", qemuOptions: [], ourOptions: [], target: 1 },
+    { name: "raw→vmdk sparse", ...raw, outputFormat: "vmdk", qemuOptions: [], ourOptions: [], target: 1 },
+    { name: "raw→vmdk streamOptimized", ...raw, outputFormat: "vmdk", qemuOptions: ["subformat=streamOptimized"], ourOptions: ["subformat=streamOptimized"], target: 0.5 },
+    { name: "qcow2→raw", input: qcow2In, inputFormat: "qcow2", outputFormat: "raw", qemuOptions: [], ourOptions: [], target: 1 },
+    { name: "streamOptimized→raw", input: streamIn, inputFormat: "vmdk", outputFormat: "raw", qemuOptions: [], ourOptions: [], target: 1 },
+  ];
+  const rows: Row[] = [];
+  for (const c of cases) {
+    const row = await runCase(c);
+    rows.push(row);
+    console.log(
+      `${row.name.padEnd(26)} qemu-img ${row.qemuSeconds.toFixed(2).padStart(6)} s  ours ${row.oursSeconds.toFixed(2).padStart(6)} s  ` +
+        `ratio ${row.ratio.toFixed(2).padStart(5)} (target ≤ ${c.target})  size ×${row.sizeRatio.toFixed(2)}  ` +
+        `peak RSS ${String(row.oursPeakRssMiB).padStart(4)} MiB  ${row.identical ? "identical" : "DIFFERENT"}`,
+    );
+  }
+  const scale = await scaleCheck();
+  console.log(
+    `scale: 64 MiB of data in 1 GiB virtual ${scale.scale1GiBSeconds} s, in 1 TiB virtual ${scale.scale1TiBSeconds} s; ` +
+      `peak RSS ${scale.scale1TiBPeakRssMiB} MiB (limit ${PEAK_RSS_LIMIT_MIB})`,
+  );
+  await rm(dir, { recursive: true, force: true });
+  const failures = rows.filter((r) => !r.identical).map((r) => r.name);
+  console.log(JSON.stringify({ bench: "convert", imageBytes: IMAGE_BYTES, rows, ...scale, failures }));
+  if (failures.length > 0) process.exitCode = 1;
+}
+
+await main();
