@@ -83,6 +83,11 @@ export interface ByteTarget {
   readonly name: string;
   /** True when writes must be appends in order (a pipe, an HTTP upload, an OVA entry). */
   readonly sequential: boolean;
+  /**
+   * May resolve before the bytes are stored (a file target pipelines its writes): the target
+   * holds `data` until then, so a caller never modifies a buffer once written. Errors surface by
+   * a later call or close() at the latest.
+   */
   write(offsetBytes: number, data: Buffer): Promise<void>;
   /** Sets the final length; on a file this leaves a hole rather than writing zeros. */
   truncate(lengthBytes: number): Promise<void>;

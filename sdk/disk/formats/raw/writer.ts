@@ -12,6 +12,9 @@ const RawOptions = z.strictObject({ virtualSizeBytes: z.coerce.number().int().no
 
 export async function createRawWriter(target: ByteTarget, options: WriterOptions): Promise<DiskSink> {
   const { virtualSizeBytes } = parseWriterOptions("raw", RawOptions, options);
+  // Setting the length first lets the file system treat every write as an overwrite inside
+  // the file rather than an extension of it, which is several times faster (measured on XFS).
+  if (!target.sequential) await target.truncate(virtualSizeBytes);
   let positionBytes = 0;
   let dataBytesWritten = 0;
   return {

@@ -237,7 +237,9 @@ class VhdxSink implements DiskSink {
   async #flushBatPage(): Promise<void> {
     if (!this.#batPageDirty) return;
     const startBytes = this.#batPageIndex * BAT_PAGE_BYTES;
-    await this.#target.write(BAT_OFFSET_BYTES + startBytes, this.#batPage.subarray(0, Math.min(BAT_PAGE_BYTES, this.#batLengthBytes - startBytes)));
+    // A copy: the page buffer is reused, and the target may still hold what it was given.
+    const page = Buffer.from(this.#batPage.subarray(0, Math.min(BAT_PAGE_BYTES, this.#batLengthBytes - startBytes)));
+    await this.#target.write(BAT_OFFSET_BYTES + startBytes, page);
     this.#batPageDirty = false;
   }
 
