@@ -525,8 +525,8 @@ describe("qcow2 writer", () => {
       const sink = await qcow2Format.createWriter(await createFileTarget(out), { virtualSizeBytes: 4 * MIB });
       await sink.write(MIB, Buffer.alloc(4096, 1));
       await assert.rejects(sink.write(0, Buffer.alloc(512, 1)), { code: "SINK_WRITE_ORDER" });
-      await assert.rejects(sink.write(2 * MIB + 100, Buffer.alloc(512, 1)), { code: "SINK_WRITE_ORDER" });
-      await assert.rejects(sink.write(4 * MIB - 512, Buffer.alloc(1024, 1)), { code: "SINK_WRITE_ORDER" });
+      await assert.rejects(sink.write(2 * MIB + 100, Buffer.alloc(512, 1)), { code: "SINK_WRITE_UNALIGNED" });
+      await assert.rejects(sink.write(4 * MIB - 512, Buffer.alloc(1024, 1)), { code: "SINK_WRITE_RANGE" });
       await sink.abort();
       await assert.rejects(sink.write(3 * MIB, Buffer.alloc(512, 1)), { code: "SINK_CLOSED" });
       const head = await readFile(out);

@@ -503,12 +503,12 @@ describe("VHD writer checked by qemu-img", () => {
     });
   });
 
-  it("GIVEN a dynamic sink WHEN a write goes backwards THEN VHD_WRITE_ORDER, and abort closes the target without a footer", async () => {
+  it("GIVEN a dynamic sink WHEN a write goes backwards THEN SINK_WRITE_ORDER, and abort closes the target without a footer", async () => {
     await withTempDir(async (dir) => {
       const out = join(dir, "order.vhd");
       const sink = await vhdFormat.createWriter(await createFileTarget(out), { virtualSizeBytes: 8 * MIB });
       await sink.write(4 * MIB, Buffer.alloc(512, 1));
-      await assert.rejects(sink.write(0, Buffer.alloc(512, 1)), (err) => isPortableError(err) && err.code === "VHD_WRITE_ORDER");
+      await assert.rejects(sink.write(0, Buffer.alloc(512, 1)), (err) => isPortableError(err) && err.code === "SINK_WRITE_ORDER");
       await sink.abort();
       const handle = await open(out, "r");
       const head = Buffer.alloc(8);

@@ -513,7 +513,7 @@ describe("vhdx writer", () => {
           vhdxFormat.createWriter(target, { virtualSizeBytes: -5, subformat: "differencing", blockSize: "3M", clusterSize: 4 }),
           (err: unknown) => {
             assert.ok(err instanceof InvalidArgsError);
-            assert.equal(err.code, "VHDX_BAD_OPTIONS");
+            assert.equal(err.code, "INVALID_WRITER_OPTIONS");
             for (const path of ["virtualSizeBytes", "subformat", "blockSize"]) assert.match(err.message, new RegExp(path));
             assert.match(err.message, /clusterSize/);
             return true;
@@ -530,7 +530,7 @@ describe("vhdx writer", () => {
       const target = await createFileTarget(join(dir, "bad.vhdx"));
       try {
         for (const options of [{ virtualSizeBytes: 64 * 1024 * 1024 * MIB + 512 }, { virtualSizeBytes: MIB, blockSize: 512 * MIB }]) {
-          await assert.rejects(vhdxFormat.createWriter(target, options), (err: unknown) => err instanceof InvalidArgsError && err.code === "VHDX_BAD_OPTIONS");
+          await assert.rejects(vhdxFormat.createWriter(target, options), (err: unknown) => err instanceof InvalidArgsError && err.code === "INVALID_WRITER_OPTIONS");
         }
       } finally {
         await target.close();
@@ -548,12 +548,12 @@ describe("vhdx writer", () => {
       const sink = await vhdxFormat.createWriter(await createFileTarget(join(dir, "o.vhdx")), { virtualSizeBytes: 8 * MIB, blockSize: MIB });
       await sink.write(2 * MIB, Buffer.alloc(4096, 1));
       const expectCode = (code: string) => (err: unknown) => err instanceof InvalidArgsError && err.code === code;
-      await assert.rejects(sink.write(MIB, Buffer.alloc(512, 1)), expectCode("VHDX_WRITE_OUT_OF_ORDER"));
-      await assert.rejects(sink.write(2 * MIB + 1024, Buffer.alloc(512, 1)), expectCode("VHDX_WRITE_OUT_OF_ORDER"));
-      await assert.rejects(sink.write(8 * MIB - 512, Buffer.alloc(1024, 1)), expectCode("VHDX_WRITE_OUT_OF_RANGE"));
-      await assert.rejects(sink.write(3 * MIB + 100, Buffer.alloc(512, 1)), expectCode("VHDX_WRITE_UNALIGNED"));
+      await assert.rejects(sink.write(MIB, Buffer.alloc(512, 1)), expectCode("SINK_WRITE_ORDER"));
+      await assert.rejects(sink.write(2 * MIB + 1024, Buffer.alloc(512, 1)), expectCode("SINK_WRITE_ORDER"));
+      await assert.rejects(sink.write(8 * MIB - 512, Buffer.alloc(1024, 1)), expectCode("SINK_WRITE_RANGE"));
+      await assert.rejects(sink.write(3 * MIB + 100, Buffer.alloc(512, 1)), expectCode("SINK_WRITE_UNALIGNED"));
       await sink.finish();
-      await assert.rejects(sink.write(7 * MIB, Buffer.alloc(512, 1)), expectCode("VHDX_SINK_CLOSED"));
+      await assert.rejects(sink.write(7 * MIB, Buffer.alloc(512, 1)), expectCode("SINK_CLOSED"));
     });
   });
 

@@ -479,8 +479,8 @@ describe("vmdk writer", () => {
     withTempDir(async (dir) => {
       const sink = await vmdkFormat.createWriter(await createFileTarget(join(dir, "o.vmdk")), { virtualSizeBytes: 4 * MIB });
       await sink.write(MIB, Buffer.alloc(512, 1));
-      await assert.rejects(sink.write(0, Buffer.alloc(512, 1)), { code: "VMDK_WRITE_ORDER" });
-      await assert.rejects(sink.finish(), { code: "VMDK_WRITE_ORDER" });
+      await assert.rejects(sink.write(0, Buffer.alloc(512, 1)), { code: "SINK_WRITE_ORDER" });
+      await assert.rejects(sink.finish(), { code: "SINK_WRITE_ORDER" });
       await sink.abort();
     }));
 

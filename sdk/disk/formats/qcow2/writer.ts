@@ -19,6 +19,7 @@ import { z } from "zod";
 import { InvalidArgsError, NotCapableError } from "../../../errors.ts";
 import type { WriterOptions } from "../../format.ts";
 import { encode, isPowerOfTwo } from "../../layout.ts";
+import { SinkWriteGuard } from "../../sink-guard.ts";
 import type { ByteTarget, DiskSink, SinkResult } from "../../types.ts";
 import { parseWriterOptions } from "../../writer-options.ts";
 import {
@@ -122,7 +123,7 @@ export async function createQcow2Writer(target: ByteTarget, options: WriterOptio
   const l1Clusters = Math.ceil(l1TableBytes / clusterSizeBytes);
 
   let appendOffsetBytes = l1OffsetBytes + l1Clusters * clusterSizeBytes;
-  let writtenEndBytes = 0;
+  const guard = new SinkWriteGuard(FORMAT_NAME, target.name, virtualSizeBytes);
   let dataBytesWritten = 0;
   let dataClusters = 0;
   let l2Tables = 0;
@@ -357,18 +358,8 @@ export async function createQcow2Writer(target: ByteTarget, options: WriterOptio
     // runs synchronously, which keeps calls in order.
     async write(offsetBytes, data) {
       ensureOpen("write");
-      const endBytes = offsetBytes + data.length;
-      const aligned = offsetBytes % SECTOR_BYTES === 0 && (data.length % SECTOR_BYTES === 0 || endBytes === virtualSizeBytes);
-      if (!Number.isSafeInteger(offsetBytes) || offsetBytes < writtenEndBytes || endBytes > virtualSizeBytes || !aligned) {
-        throw new InvalidArgsError(
-          "SINK_WRITE_ORDER",
-          `${FORMAT_NAME}: write at ${offsetBytes} (+${data.length}) breaks the sink contract ` +
-            `(next allowed offset ${writtenEndBytes}, virtual size ${virtualSizeBytes}, 512-byte alignment) on ${target.name}`,
-          { context: { offsetBytes, lengthBytes: data.length, writtenEndBytes, virtualSizeBytes } },
-        );
-      }
+      guard.accept(offsetBytes, data.length);
       if (data.length === 0) return;
-      writtenEndBytes = endBytes;
       dataBytesWritten += data.length;
       await enqueue(() => writeOrdered(offsetBytes, data));
     },

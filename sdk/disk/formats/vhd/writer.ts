@@ -4,6 +4,7 @@ import { z } from "zod";
 import { InvalidArgsError, NotCapableError } from "../../../errors.ts";
 import type { WriterOptions } from "../../format.ts";
 import { alignUp, encode } from "../../layout.ts";
+import { SinkWriteGuard } from "../../sink-guard.ts";
 import type { ByteTarget, DiskSink, SinkResult } from "../../types.ts";
 import { parseWriterOptions } from "../../writer-options.ts";
 import {
@@ -144,19 +145,6 @@ function isAllZero(data: Buffer): boolean {
   return true;
 }
 
-/** Enforces the DiskSink order contract (types.ts) and returns nothing; throws on a breach. */
-function checkWrite(positionBytes: number, offsetBytes: number, data: Buffer, virtualSizeBytes: number): void {
-  if (!Number.isSafeInteger(offsetBytes) || offsetBytes < positionBytes || offsetBytes % VHD_SECTOR_BYTES !== 0 ||
-    offsetBytes + data.length > virtualSizeBytes) {
-    throw new InvalidArgsError(
-      "VHD_WRITE_ORDER",
-      `${FORMAT} writer: write of ${data.length} bytes at ${offsetBytes} breaks the sink contract ` +
-        `(next offset ${positionBytes}, sector-aligned, disk ${virtualSizeBytes} bytes)`,
-      { context: { offsetBytes, lengthBytes: data.length, positionBytes, virtualSizeBytes } },
-    );
-  }
-}
-
 export async function createVhdWriter(target: ByteTarget, options: WriterOptions): Promise<DiskSink> {
   const parsed = parseWriterOptions(FORMAT, VhdWriterOptions, options);
   const plan = planVhdSize(parsed.virtualSizeBytes, parsed.forceSize, parsed.roundToMiB);
@@ -181,7 +169,7 @@ function details(plan: VhdPlan, subformat: string, extra: Record<string, number>
  */
 function createFixedWriter(target: ByteTarget, plan: VhdPlan): DiskSink {
   const { virtualSizeBytes } = plan;
-  let positionBytes = 0;
+  const guard = new SinkWriteGuard(FORMAT, target.name, virtualSizeBytes);
   /** Where a sequential target stands: the end of the last bytes sent to it. */
   let targetEndBytes = 0;
   let dataBytesWritten = 0;
@@ -191,8 +179,7 @@ function createFixedWriter(target: ByteTarget, plan: VhdPlan): DiskSink {
     // A fixed disk has no allocation unit; this sizes convert()'s zero detection.
     blockSizeBytes: VHD_DEFAULT_BLOCK_BYTES,
     async write(offsetBytes, data) {
-      checkWrite(positionBytes, offsetBytes, data, virtualSizeBytes);
-      positionBytes = offsetBytes + data.length;
+      guard.accept(offsetBytes, data.length);
       // Zeros become holes on a file; a sequential target gets them from the next truncate.
       if (isAllZero(data)) return;
       if (target.sequential && offsetBytes > targetEndBytes) await target.truncate(offsetBytes);
@@ -262,7 +249,7 @@ async function createDynamicWriter(target: ByteTarget, plan: VhdPlan): Promise<D
   await target.write(BAT_OFFSET_BYTES, bat);
 
   let nextFreeBytes = BAT_OFFSET_BYTES + batBytes;
-  let positionBytes = 0;
+  const guard = new SinkWriteGuard(FORMAT, target.name, virtualSizeBytes);
   let dataBytesWritten = 0;
   let blocksAllocated = 0;
 
@@ -284,8 +271,7 @@ async function createDynamicWriter(target: ByteTarget, plan: VhdPlan): Promise<D
     virtualSizeBytes,
     blockSizeBytes: blockBytes,
     async write(offsetBytes, data) {
-      checkWrite(positionBytes, offsetBytes, data, virtualSizeBytes);
-      positionBytes = offsetBytes + data.length;
+      guard.accept(offsetBytes, data.length);
       for (let at = 0; at < data.length;) {
         const position = offsetBytes + at;
         const blockIndex = Math.floor(position / blockBytes);

@@ -14,9 +14,11 @@
 // mistaken for a complete image.
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
-import { InvalidArgsError, NotCapableError } from "../../../errors.ts";
+import { NotCapableError } from "../../../errors.ts";
 import type { WriterOptions } from "../../format.ts";
 import { alignUp, encode, isPowerOfTwo } from "../../layout.ts";
+import { SinkWriteGuard } from "../../sink-guard.ts";
+import { parseWriterOptions } from "../../writer-options.ts";
 import type { ByteTarget, DiskSink, SinkResult } from "../../types.ts";
 import { crc32cWithZeroedField } from "./crc32c.ts";
 import {
@@ -135,14 +137,7 @@ export function parseVhdxWriterOptions(options: WriterOptions): VhdxWriterOption
     const ours = QEMU_OPTION_NAMES[key];
     renamed[ours !== undefined && !(ours in options) ? ours : key] = value;
   }
-  const parsed = OptionsSchema.safeParse(renamed);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((issue) => `${issue.path.join(".") || "(options)"}: ${issue.message}`);
-    throw new InvalidArgsError("VHDX_BAD_OPTIONS", `${FORMAT_NAME} writer options: ${issues.join("; ")}`, {
-      context: { issues: issues.join("; ") },
-    });
-  }
-  return parsed.data;
+  return parseWriterOptions(FORMAT_NAME, OptionsSchema, { ...renamed, virtualSizeBytes: options.virtualSizeBytes });
 }
 
 export async function createVhdxWriter(target: ByteTarget, options: WriterOptions): Promise<DiskSink> {
@@ -176,9 +171,8 @@ class VhdxSink implements DiskSink {
   #lastAllocatedOffsetBytes = 0;
   #allocatedBlocks = 0;
   #nextFileOffsetBytes: number;
-  #writtenEndBytes = 0;
   #dataBytesWritten = 0;
-  #closed = false;
+  readonly #guard: SinkWriteGuard;
 
   constructor(target: ByteTarget, options: VhdxWriterOptions) {
     this.#target = target;
@@ -191,25 +185,11 @@ class VhdxSink implements DiskSink {
     this.#batLengthBytes = Math.max(VHDX_ALIGNMENT_BYTES, alignUp(batEntryCount(this.#blockCount, this.#chunkRatio) * BAT_ENTRY_BYTES, VHDX_ALIGNMENT_BYTES));
     this.#dataStartBytes = BAT_OFFSET_BYTES + this.#batLengthBytes;
     this.#nextFileOffsetBytes = this.#dataStartBytes;
+    this.#guard = new SinkWriteGuard(FORMAT_NAME, target.name, this.virtualSizeBytes);
   }
 
   #check(offsetBytes: number, data: Buffer): void {
-    if (this.#closed) throw new InvalidArgsError("VHDX_SINK_CLOSED", `${FORMAT_NAME}: write to ${this.#target.name} after finish() or abort()`);
-    if (!Number.isSafeInteger(offsetBytes) || offsetBytes % VHDX_WRITER_LOGICAL_SECTOR_BYTES !== 0) {
-      throw new InvalidArgsError("VHDX_WRITE_UNALIGNED", `${FORMAT_NAME}: write at ${offsetBytes} is not a multiple of 512`, { context: { offsetBytes } });
-    }
-    if (offsetBytes < this.#writtenEndBytes) {
-      throw new InvalidArgsError(
-        "VHDX_WRITE_OUT_OF_ORDER",
-        `${FORMAT_NAME}: write at ${offsetBytes} is before the end of the previous write (${this.#writtenEndBytes}); writes must increase`,
-        { context: { offsetBytes, previousEndBytes: this.#writtenEndBytes } },
-      );
-    }
-    if (offsetBytes + data.length > this.virtualSizeBytes) {
-      throw new InvalidArgsError("VHDX_WRITE_OUT_OF_RANGE", `${FORMAT_NAME}: write at ${offsetBytes} (+${data.length}) ends past the ${this.virtualSizeBytes}-byte disk`, {
-        context: { offsetBytes, lengthBytes: data.length },
-      });
-    }
+    this.#guard.accept(offsetBytes, data.length);
   }
 
   /** File offset of payload block `blockIndex`, allocating it (dynamic) on first use. */
@@ -265,13 +245,11 @@ class VhdxSink implements DiskSink {
       position += pieceBytes;
     }
     await this.#target.write(runFileOffsetBytes, data.subarray(runStart));
-    this.#writtenEndBytes = offsetBytes + data.length;
     this.#dataBytesWritten += data.length;
   }
 
   async finish(): Promise<SinkResult> {
-    if (this.#closed) throw new InvalidArgsError("VHDX_SINK_CLOSED", `${FORMAT_NAME}: finish() on ${this.#target.name} after finish() or abort()`);
-    this.#closed = true;
+    this.#guard.finishing();
     try {
       if (this.#fixed) await this.#writeFixedBat();
       else await this.#flushBatPage();
@@ -307,8 +285,7 @@ class VhdxSink implements DiskSink {
   }
 
   async abort(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (!this.#guard.close()) return;
     await this.#target.close();
   }
 

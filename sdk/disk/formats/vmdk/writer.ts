@@ -18,6 +18,7 @@ import { z } from "zod";
 import { InvalidArgsError, NotCapableError } from "../../../errors.ts";
 import type { WriterOptions } from "../../format.ts";
 import { alignUp, encode } from "../../layout.ts";
+import { SinkWriteGuard } from "../../sink-guard.ts";
 import type { ByteTarget, DiskSink, SinkResult } from "../../types.ts";
 import { parseWriterOptions } from "../../writer-options.ts";
 import { formatDescriptor, type AdapterType } from "./descriptor.ts";
@@ -150,7 +151,7 @@ abstract class GrainSink implements DiskSink {
   protected readonly capacitySectors: number;
   protected readonly gtCount: number;
   protected dataBytesWritten = 0;
-  private nextOffsetBytes = 0;
+  private readonly guard: SinkWriteGuard;
   private pending: { grainIndex: number; data: Buffer } | undefined;
   private failure: unknown;
   private closed = false;
@@ -159,6 +160,7 @@ abstract class GrainSink implements DiskSink {
     this.target = target;
     this.options = options;
     this.virtualSizeBytes = options.virtualSizeBytes;
+    this.guard = new SinkWriteGuard("vmdk", target.name, options.virtualSizeBytes);
     // Capacity is counted in sectors; a size that is not a multiple of 512 rounds up.
     this.capacitySectors = Math.ceil(options.virtualSizeBytes / VMDK_SECTOR_BYTES);
     this.gtCount = Math.ceil(this.capacitySectors / (VMDK_GTES_PER_GT * VMDK_DEFAULT_GRAIN_SECTORS));
@@ -184,7 +186,7 @@ abstract class GrainSink implements DiskSink {
   }
 
   private async guarded<T>(work: () => Promise<T>): Promise<T> {
-    if (this.closed) throw new InvalidArgsError("VMDK_SINK_CLOSED", `vmdk: ${this.target.name} is already finished or aborted`);
+    if (this.closed) throw new InvalidArgsError("SINK_CLOSED", `vmdk: ${this.target.name} is already finished or aborted`);
     if (this.failure !== undefined) throw this.failure;
     try {
       return await work();
@@ -197,19 +199,7 @@ abstract class GrainSink implements DiskSink {
   write(offsetBytes: number, data: Buffer): Promise<void> {
     return this.guarded(async () => {
       const endBytes = offsetBytes + data.length;
-      if (!Number.isSafeInteger(offsetBytes) || offsetBytes < this.nextOffsetBytes || offsetBytes % VMDK_SECTOR_BYTES !== 0) {
-        throw new InvalidArgsError(
-          "VMDK_WRITE_ORDER",
-          `vmdk: write at ${offsetBytes} to ${this.target.name} is out of order or unaligned (next allowed ${this.nextOffsetBytes})`,
-          { context: { offsetBytes, nextOffsetBytes: this.nextOffsetBytes } },
-        );
-      }
-      if (endBytes > this.virtualSizeBytes) {
-        throw new InvalidArgsError("VMDK_WRITE_RANGE", `vmdk: write of ${data.length} bytes at ${offsetBytes} ends past the ${this.virtualSizeBytes}-byte disk`, {
-          context: { offsetBytes, lengthBytes: data.length },
-        });
-      }
-      this.nextOffsetBytes = endBytes;
+      this.guard.accept(offsetBytes, data.length);
       this.dataBytesWritten += data.length;
       let position = offsetBytes;
       while (position < endBytes) {
