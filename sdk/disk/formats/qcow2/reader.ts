@@ -665,7 +665,7 @@ async function openChain(source: ByteSource, options: OpenOptions, depth: number
       } else {
         // Z_SYNC_FLUSH instead of Z_FINISH: QEMU accepts a stream that fills the cluster even if
         // its end marker is missing, and the span may also hold the next cluster's first bytes.
-        output = await inflateRaw(compressed, { maxOutputLength: clusterSizeBytes, finishFlush: zlib.constants.Z_SYNC_FLUSH });
+        output = await inflateRaw(compressed, { maxOutputLength: clusterSizeBytes, finishFlush: zlib.constants.Z_SYNC_FLUSH, chunkSize: Math.max(clusterSizeBytes, 64) });
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
