@@ -84,6 +84,8 @@ export const vmdkWriterOptionsSchema = z
 export type VmdkWriterOptions = z.infer<typeof vmdkWriterOptionsSchema>;
 
 const GRAIN_BYTES = VMDK_DEFAULT_GRAIN_SECTORS * VMDK_SECTOR_BYTES;
+/** A grain plus deflate's stored-block overhead, rounded up generously. */
+const DEFLATE_CHUNK_BYTES = 2 * GRAIN_BYTES;
 const GT_BYTES = VMDK_GTES_PER_GT * VMDK_GTE_BYTES;
 const GT_SECTORS = GT_BYTES / VMDK_SECTOR_BYTES;
 const ZERO_GRAIN = Buffer.alloc(GRAIN_BYTES);
@@ -423,7 +425,9 @@ class StreamOptimizedSink extends GrainSink {
         // The caller may reuse its buffer once write() returns, but deflate reads it later.
         const piece = run.subarray(offset, offset + GRAIN_BYTES);
         const input = owned ? piece : Buffer.from(piece);
-        const compressed = deflateAsync(input);
+        // One output chunk per grain (deflate's worst case is a few bytes over its input), so
+        // zlib makes one callback and no concat per grain.
+        const compressed = deflateAsync(input, { chunkSize: DEFLATE_CHUNK_BYTES });
         // Marked handled here; the failure is rethrown when this grain's turn comes.
         compressed.catch(() => {});
         this.queue.push({ grainIndex: grainIndex + offset / GRAIN_BYTES, compressed });
