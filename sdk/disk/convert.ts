@@ -106,16 +106,21 @@ export async function convert(source: DiskSource, sink: DiskSink, options: Conve
     doneBytes += lengthBytes;
     report();
   });
-  const inFlight: Array<{ chunk: Chunk; data: Promise<Buffer> }> = [];
+  // Read buffers are recycled when the sink lets go of them: fresh buffers cost page faults and
+  // GC that dominate a conversion (docs/decisions/0003-conversion-performance.md).
+  const spare: Buffer[] = [];
+  const recycle = sink.releasesData === true;
+  const inFlight: Array<{ chunk: Chunk; data: Promise<Buffer>; into: Buffer }> = [];
   async function refill(): Promise<boolean> {
     while (inFlight.length < concurrency) {
       const next = await chunks.next();
       if (next.done === true) return inFlight.length > 0;
       const chunk = next.value;
-      const data = source.read(chunk.offsetBytes, chunk.lengthBytes);
+      const into = spare.pop() ?? Buffer.allocUnsafeSlow(CONVERT_CHUNK_BYTES);
+      const data = source.read(chunk.offsetBytes, chunk.lengthBytes, into);
       // A read that fails while an earlier write is pending is reported when its turn comes.
       data.catch(() => {});
-      inFlight.push({ chunk, data });
+      inFlight.push({ chunk, data, into });
     }
     return true;
   }
@@ -130,7 +135,7 @@ export async function convert(source: DiskSource, sink: DiskSink, options: Conve
   try {
     while (await refill()) {
       options.signal?.throwIfAborted();
-      const { chunk, data: pending } = inFlight.shift()!;
+      const { chunk, data: pending, into } = inFlight.shift()!;
       const data = await pending;
       bytesRead += data.length;
       // Write maximal runs of non-zero units in one call each.
@@ -145,6 +150,9 @@ export async function convert(source: DiskSource, sink: DiskSink, options: Conve
         } else if (runStart < 0) runStart = at;
       }
       if (runStart >= 0) await writeRun(chunk.offsetBytes + runStart, data.subarray(runStart));
+      // A source that ignored `into` leaves it unused; one that filled it frees it only if the
+      // sink holds nothing of it now.
+      if (data.buffer !== into.buffer || recycle) spare.push(into);
       doneBytes += chunk.lengthBytes;
       report();
     }

@@ -22,9 +22,9 @@ function fileSource(handle: FileHandle, name: string, sizeBytes: number): ByteSo
   return {
     name,
     sizeBytes,
-    async read(offsetBytes, lengthBytes) {
+    async read(offsetBytes, lengthBytes, into) {
       const length = Math.max(0, Math.min(lengthBytes, sizeBytes - offsetBytes));
-      const buf = Buffer.allocUnsafe(length);
+      const buf = into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(buf, done, length - done, offsetBytes + done);
@@ -58,6 +58,7 @@ export async function readExact(
   lengthBytes: number,
   format: string,
   what: string,
+  into?: Buffer,
 ): Promise<Buffer> {
   if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > source.sizeBytes) {
     throw new FormatError(
@@ -67,7 +68,7 @@ export async function readExact(
       { context: { offsetBytes, lengthBytes, fileSizeBytes: source.sizeBytes } },
     );
   }
-  const buf = await source.read(offsetBytes, lengthBytes);
+  const buf = await source.read(offsetBytes, lengthBytes, into);
   if (buf.length !== lengthBytes) {
     throw new FormatError("TRUNCATED", `${format}: short read of ${what} at 0x${offsetBytes.toString(16)}`, {
       context: { offsetBytes, lengthBytes, got: buf.length },
@@ -92,10 +93,12 @@ export interface FileTargetOptions {
  * memory.
  */
 export const FILE_TARGET_WRITES_IN_FLIGHT = 8;
+/** Writes up to this size are copied into recycled buffers; larger ones get a one-off copy. */
+const FILE_TARGET_COPY_BYTES = 1024 * 1024;
 
 /**
- * A random-access file target. Writes are pipelined (see ByteTarget: the caller never reuses a
- * buffer it wrote); writes that overlap one still in flight wait for it, so a rewritten header or
+ * A random-access file target. Writes are pipelined on copies, so callers may reuse their
+ * buffers; writes that overlap one still in flight wait for it, so a rewritten header or
  * table always lands last. `truncate` extends with a hole, so zeros cost no space.
  */
 export async function createFileTarget(path: string, options: FileTargetOptions = {}): Promise<ByteTarget> {
@@ -111,6 +114,7 @@ export async function createFileTarget(path: string, options: FileTargetOptions 
     throw err;
   }
   const inFlight = new Set<{ start: number; end: number; done: Promise<void> }>();
+  const spare: Buffer[] = [];
   let failure: unknown;
   async function pwrite(offsetBytes: number, data: Buffer): Promise<void> {
     let done = 0;
@@ -126,17 +130,25 @@ export async function createFileTarget(path: string, options: FileTargetOptions 
   return {
     name: path,
     sequential: false,
+    releasesData: true,
     async write(offsetBytes, data) {
       if (failure !== undefined) throw failure;
       const end = offsetBytes + data.length;
       const overlapping = [...inFlight].filter((w) => w.start < end && offsetBytes < w.end);
       if (overlapping.length > 0) await Promise.all(overlapping.map((w) => w.done));
       while (inFlight.size >= FILE_TARGET_WRITES_IN_FLIGHT) await Promise.race([...inFlight].map((w) => w.done));
+      // The bytes are copied into a recycled buffer so the caller can reuse `data` at once:
+      // fresh buffers cost page faults and GC that dwarf a memcpy (docs/decisions/0003).
+      const pooled = data.length <= FILE_TARGET_COPY_BYTES ? (spare.pop() ?? Buffer.allocUnsafeSlow(FILE_TARGET_COPY_BYTES)) : undefined;
+      const copy = pooled === undefined ? Buffer.from(data) : pooled.subarray(0, data.length);
+      data.copy(copy);
       const entry = {
         start: offsetBytes,
         end,
-        done: pwrite(offsetBytes, data).then(
-          () => {},
+        done: pwrite(offsetBytes, copy).then(
+          () => {
+            if (pooled !== undefined) spare.push(pooled);
+          },
           (err: unknown) => {
             failure ??= err;
           },

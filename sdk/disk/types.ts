@@ -25,7 +25,7 @@ export interface ByteSource {
    * Reads up to `lengthBytes` at `offsetBytes`. Returns fewer bytes only at end of input; use
    * `readExact` (io.ts) where a short read means a truncated image.
    */
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -41,8 +41,12 @@ export interface DiskSource {
    * single "data" extent and lets convert() find the zeros.
    */
   extents(): AsyncIterable<Extent>;
-  /** Reads exactly `lengthBytes` (the range must lie inside the virtual disk). */
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /**
+   * Reads exactly `lengthBytes` (the range must lie inside the virtual disk). A source may fill
+   * `into` (at least `lengthBytes` long) and return a view of it instead of allocating: callers
+   * that recycle buffers pass one, and use whatever buffer comes back.
+   */
+  read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -72,6 +76,11 @@ export interface DiskSink {
   /** The sink's allocation unit (grain, cluster, block); a power of two, at least 512. */
   readonly blockSizeBytes: number;
   write(offsetBytes: number, data: Buffer): Promise<void>;
+  /**
+   * True when the sink keeps no reference to `data` once write() resolves, so the caller may
+   * recycle the buffer. Unset means the sink may hold it until finish().
+   */
+  readonly releasesData?: boolean;
   /** Flushes metadata and returns the artefact. After finish() the sink is closed. */
   finish(): Promise<SinkResult>;
   /** Stops after a failure and releases resources; leaves no artefact marked complete. */
@@ -89,6 +98,8 @@ export interface ByteTarget {
    * a later call or close() at the latest.
    */
   write(offsetBytes: number, data: Buffer): Promise<void>;
+  /** True when the target keeps no reference to `data` once write() resolves (it copies). */
+  readonly releasesData?: boolean;
   /** Sets the final length; on a file this leaves a hole rather than writing zeros. */
   truncate(lengthBytes: number): Promise<void>;
   close(): Promise<void>;

@@ -106,6 +106,42 @@ describe("convert", () => {
     });
   }
 
+  it("GIVEN a source that fills the buffers it is given and a sink that releases them THEN buffers are recycled and bytes match", async () => {
+    const { data, extents } = mixedImage();
+    const source = mappedSource(data, extents);
+    const seen = new Set<ArrayBufferLike>();
+    source.read = async (offsetBytes, lengthBytes, into) => {
+      assert.ok(into !== undefined && into.length >= lengthBytes, "convert offers a buffer");
+      seen.add(into.buffer);
+      data.copy(into, 0, offsetBytes, offsetBytes + lengthBytes);
+      return into.subarray(0, lengthBytes);
+    };
+    const sink = { ...contractSink(data.length, 64 * 1024), releasesData: true };
+    await convert(source, sink, { concurrency: 2 });
+    assert.ok(sink.recorded.image.equals(data), "recycling never overwrote data the sink still needed");
+    assert.ok(seen.size <= 3, `at most concurrency + 1 buffers for 5 chunks, saw ${seen.size}`);
+  });
+
+  it("GIVEN a sink that keeps the buffers it was given until finish THEN convert never recycles them", async () => {
+    const { data, extents } = mixedImage();
+    const source = mappedSource(data, extents);
+    source.read = async (offsetBytes, lengthBytes, into) => {
+      data.copy(into!, 0, offsetBytes, offsetBytes + lengthBytes);
+      return into!.subarray(0, lengthBytes);
+    };
+    const kept: Array<[number, Buffer]> = [];
+    const sink = contractSink(data.length, 64 * 1024);
+    const write = sink.write.bind(sink);
+    sink.write = async (offsetBytes, piece) => {
+      kept.push([offsetBytes, piece]);
+      await write(offsetBytes, piece);
+    };
+    await convert(source, sink, { concurrency: 2 });
+    for (const [offsetBytes, piece] of kept) {
+      assert.ok(piece.equals(data.subarray(offsetBytes, offsetBytes + piece.length)), `piece at ${offsetBytes} still intact at finish`);
+    }
+  });
+
   it("GIVEN progress reporting THEN it rises monotonically to the virtual size", async () => {
     const { data, extents } = mixedImage();
     const seen: number[] = [];

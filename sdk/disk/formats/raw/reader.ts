@@ -11,7 +11,7 @@ export function openRaw(source: ByteSource): DiskSource {
     async *extents(): AsyncGenerator<Extent> {
       if (virtualSizeBytes > 0) yield { offsetBytes: 0, lengthBytes: virtualSizeBytes, kind: "data" };
     },
-    read: (offsetBytes, lengthBytes) => readExact(source, offsetBytes, lengthBytes, "raw", "data"),
+    read: (offsetBytes, lengthBytes, into) => readExact(source, offsetBytes, lengthBytes, "raw", "data", into),
     close: () => source.close(),
   };
 }

@@ -21,6 +21,8 @@ export async function createRawWriter(target: ByteTarget, options: WriterOptions
     format: "raw",
     virtualSizeBytes,
     blockSizeBytes: RAW_BLOCK_SIZE_BYTES,
+    // Raw passes `data` straight to the target and keeps nothing of it.
+    releasesData: target.releasesData === true,
     async write(offsetBytes, data) {
       if (target.sequential && offsetBytes > positionBytes) await target.truncate(offsetBytes);
       await target.write(offsetBytes, data);

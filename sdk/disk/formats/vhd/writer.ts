@@ -178,6 +178,8 @@ function createFixedWriter(target: ByteTarget, plan: VhdPlan): DiskSink {
     virtualSizeBytes,
     // A fixed disk has no allocation unit; this sizes convert()'s zero detection.
     blockSizeBytes: VHD_DEFAULT_BLOCK_BYTES,
+    // Pieces of `data` go straight to the target; nothing is kept.
+    releasesData: target.releasesData === true,
     async write(offsetBytes, data) {
       guard.accept(offsetBytes, data.length);
       // Zeros become holes on a file; a sequential target gets them from the next truncate.
@@ -270,6 +272,8 @@ async function createDynamicWriter(target: ByteTarget, plan: VhdPlan): Promise<D
     format: FORMAT,
     virtualSizeBytes,
     blockSizeBytes: blockBytes,
+    // Pieces of `data` go straight to the target; nothing is kept.
+    releasesData: target.releasesData === true,
     async write(offsetBytes, data) {
       guard.accept(offsetBytes, data.length);
       for (let at = 0; at < data.length;) {

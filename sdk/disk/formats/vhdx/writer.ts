@@ -155,6 +155,8 @@ class VhdxSink implements DiskSink {
   readonly format = FORMAT_NAME;
   readonly virtualSizeBytes: number;
   readonly blockSizeBytes: number;
+  /** Pieces of `data` go straight to the target; nothing is kept. */
+  readonly releasesData: boolean;
   readonly #target: ByteTarget;
   readonly #fixed: boolean;
   /** The size asked for; VHDX needs whole logical sectors, so `virtualSizeBytes` may be rounded up. */
@@ -176,6 +178,7 @@ class VhdxSink implements DiskSink {
 
   constructor(target: ByteTarget, options: VhdxWriterOptions) {
     this.#target = target;
+    this.releasesData = target.releasesData === true;
     this.#fixed = options.subformat === "fixed";
     this.#requestedSizeBytes = options.virtualSizeBytes;
     this.virtualSizeBytes = alignUp(options.virtualSizeBytes, VHDX_WRITER_LOGICAL_SECTOR_BYTES);

@@ -157,6 +157,8 @@ abstract class GrainSink implements DiskSink {
   private pending: { grainIndex: number; data: Buffer } | undefined;
   private failure: unknown;
   private closed = false;
+  /** See DiskSink: partial grains are copied; whole grains go to the target or to a copy. */
+  abstract readonly releasesData: boolean;
 
   constructor(target: ByteTarget, options: VmdkWriterOptions) {
     this.target = target;
@@ -264,6 +266,8 @@ abstract class GrainSink implements DiskSink {
 }
 
 class MonolithicSparseSink extends GrainSink {
+  // Whole grains are handed to the target as they are.
+  readonly releasesData = this.target.releasesData === true;
   private readonly gdSectors: number;
   private readonly rgdOffsetSectors: number;
   private readonly gdOffsetSectors: number;
@@ -361,6 +365,8 @@ interface QueuedGrain {
 }
 
 class StreamOptimizedSink extends GrainSink {
+  // Deflate reads a copy of every grain it did not allocate itself.
+  readonly releasesData = true;
   private readonly gd: Uint32Array;
   private readonly queue: QueuedGrain[] = [];
   private readonly output: Buffer[] = [];
