@@ -644,9 +644,9 @@ async function openChain(source: ByteSource, options: OpenOptions, depth: number
   }
 
   /** Reads host bytes; a data cluster cut short by the end of the file reads as zero-padded. */
-  async function readHost(hostOffsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async function readHost(hostOffsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     const availableBytes = Math.min(lengthBytes, fileSizeBytes - hostOffsetBytes);
-    const data = await readExact(source, hostOffsetBytes, availableBytes, FORMAT_NAME, "data cluster");
+    const data = await readExact(source, hostOffsetBytes, availableBytes, FORMAT_NAME, "data cluster", into);
     if (availableBytes === lengthBytes) return data;
     const padded = Buffer.alloc(lengthBytes);
     data.copy(padded);
@@ -716,7 +716,7 @@ async function openChain(source: ByteSource, options: OpenOptions, depth: number
     inClusterOffsetBytes: number;
   }
 
-  async function read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async function read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > virtualSizeBytes) {
       throw new InvalidArgsError(
         "READ_OUT_OF_RANGE",
@@ -764,8 +764,8 @@ async function openChain(source: ByteSource, options: OpenOptions, depth: number
     }
 
     const only = ops[0];
-    if (ops.length === 1 && only !== undefined && only.kind === SEG_DATA) return readHost(only.hostOffsetBytes, lengthBytes);
-    const out = Buffer.allocUnsafe(lengthBytes);
+    if (ops.length === 1 && only !== undefined && only.kind === SEG_DATA) return readHost(only.hostOffsetBytes, lengthBytes, into);
+    const out = into !== undefined && into.length >= lengthBytes ? into.subarray(0, lengthBytes) : Buffer.allocUnsafe(lengthBytes);
     const run = async (op: ReadOp): Promise<void> => {
       switch (op.kind) {
         case SEG_DATA:

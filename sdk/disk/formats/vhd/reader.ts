@@ -490,14 +490,14 @@ async function openDynamic(
       }
       yield* coalesce(withParentExtents(blockRuns(), parent, virtualSizeBytes));
     },
-    async read(offsetBytes, lengthBytes) {
+    async read(offsetBytes, lengthBytes, into) {
       checkRange(offsetBytes, lengthBytes, virtualSizeBytes);
       const pieces = await piecesOf(offsetBytes, lengthBytes);
       const only = pieces[0];
       if (pieces.length === 1 && only !== undefined && only.fileOffset >= 0) {
-        return readExact(source, only.fileOffset, only.length, FORMAT, "block data");
+        return readExact(source, only.fileOffset, only.length, FORMAT, "block data", into);
       }
-      const out = Buffer.alloc(lengthBytes);
+      const out = into !== undefined && into.length >= lengthBytes ? into.subarray(0, lengthBytes).fill(0) : Buffer.alloc(lengthBytes);
       const wanted = pieces.filter((p) => p.fileOffset >= 0 || parent !== undefined);
       for (let first = 0; first < wanted.length; first += READ_CONCURRENCY) {
         await Promise.all(wanted.slice(first, first + READ_CONCURRENCY).map((p) => fill(out, p)));

@@ -438,7 +438,7 @@ class VhdxSource implements DiskSource {
     if (runKind !== undefined) yield { offsetBytes: runStartBytes, lengthBytes: this.virtualSizeBytes - runStartBytes, kind: runKind };
   }
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.virtualSizeBytes) {
       throw new InvalidArgsError("READ_OUT_OF_RANGE", `${FORMAT_NAME}: read at ${offsetBytes} (+${lengthBytes}) lies outside the ${this.virtualSizeBytes}-byte disk`);
     }
@@ -467,9 +467,9 @@ class VhdxSource implements DiskSource {
     }
     const only = runs[0];
     if (runs.length === 1 && zeroPieces.length === 0 && only !== undefined) {
-      return readExact(this.#data, only.fileOffsetBytes, only.lengthBytes, FORMAT_NAME, `data at disk offset ${hex(only.diskOffsetBytes)}`);
+      return readExact(this.#data, only.fileOffsetBytes, only.lengthBytes, FORMAT_NAME, `data at disk offset ${hex(only.diskOffsetBytes)}`, into);
     }
-    const out = Buffer.allocUnsafe(lengthBytes);
+    const out = into !== undefined && into.length >= lengthBytes ? into.subarray(0, lengthBytes) : Buffer.allocUnsafe(lengthBytes);
     for (const zero of zeroPieces) out.fill(0, zero.diskOffsetBytes - offsetBytes, zero.diskOffsetBytes - offsetBytes + zero.lengthBytes);
     await Promise.all(
       runs.map(async (run) => {

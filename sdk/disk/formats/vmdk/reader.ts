@@ -194,11 +194,11 @@ class VmdkDisk implements DiskSource {
     return coalesce(all());
   }
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.virtualSizeBytes) {
       throw new RangeError(`vmdk: read of ${lengthBytes} bytes at ${offsetBytes} lies outside the ${this.virtualSizeBytes}-byte disk`);
     }
-    const out = Buffer.allocUnsafe(lengthBytes);
+    const out = into !== undefined && into.length >= lengthBytes ? into.subarray(0, lengthBytes) : Buffer.allocUnsafe(lengthBytes);
     let index = this.partAt(offsetBytes);
     for (let position = offsetBytes; position < offsetBytes + lengthBytes; index++) {
       const part = this.parts[index];
