@@ -10,6 +10,7 @@ import { rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { InvalidArgsError, isPortableError } from "../errors.ts";
+import { isEbsUrl, parseEbsUrl } from "../clouds/aws/url.ts";
 import { compareDisks } from "../disk/compare.ts";
 import { convert, type ConvertProgress } from "../disk/convert.ts";
 import { formatByName } from "../disk/formats/index.ts";
@@ -17,14 +18,31 @@ import { createFileTarget, streamTarget } from "../disk/io.ts";
 import { openDisk } from "../disk/open.ts";
 import { summarize } from "../disk/summary.ts";
 import type { DiskSource } from "../disk/types.ts";
+import { displayName, isAzureDiskUrl } from "../clouds/azure/url.ts";
+import { describeOvaStream, describePackage } from "../ovf/describe.ts";
 
 const USAGE = `usage: portable <command> [options]
 
   inspect <image> [--json] [-f fmt]        format, virtual size, allocated bytes, extents
   convert <in> <out> -O <fmt> [-f fmt] [-o key=value]... [--overwrite] [--concurrency N]
                                            stream any format into another ('-' writes to stdout)
+  convert <in> ebs://?region=R[&key=value]...
+                                           upload as an EBS snapshot; prints snap-… [ami-…]
+                                           (keys: sdk/clouds/aws/url.ts); ebs://snap-…?region=R
+                                           as <in> reads a snapshot back
+  convert <in> azblob://<account>/<container>/<blob>|<SAS URL> [--overwrite]
+                                           upload as a fixed VHD page blob (credentials from
+                                           AZURE_STORAGE_* env, see sdk/clouds/azure/url.ts);
+                                           either form as <in> reads a page blob or disk SAS
+  convert <in> azdisk://<subscription>/<group>/<disk>?location=L[&sku=…&osType=…]
+                                           create a managed disk for Upload, fill it, revoke
+                                           its SAS; as <in> reads a managed disk (read SAS)
   compare <a> <b> [--json]                 exit 0 if the guest sees the same bytes, 1 if not
   map <image> [--json]                     the extent map (data / zero ranges)
+  ovf <file.ovf|file.ova|file.vmx|-> [--json] [--no-verify]
+                                           the Workload and disk references, manifest check and
+                                           problems ('-' reads an OVA streamed on stdin); exit 1
+                                           if the manifest fails or a system makes no valid Workload
 
 formats: raw, vmdk, vhd (alias vpc), vhdx, qcow2`;
 
@@ -50,7 +68,11 @@ function usageError(message: string): never {
 }
 
 async function withDisk<T>(path: string, format: string | undefined, fn: (disk: DiskSource) => Promise<T>): Promise<T> {
-  const disk = await openDisk(path, format === undefined ? {} : { format: formatByName(format).name });
+  const disk = isEbsUrl(path)
+    ? await (await import("../clouds/aws/open-url.ts")).openEbsUrl(path)
+    : isAzureDiskUrl(path)
+      ? await (await import("../clouds/azure/open-url.ts")).openAzureDiskSource(path)
+      : await openDisk(path, format === undefined ? {} : { format: formatByName(format).name });
   try {
     return await fn(disk);
   } finally {
@@ -138,6 +160,49 @@ async function mapCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+/** `convert <in> ebs://?…`: the sdk does the work; this face shows progress and prints the ids. */
+async function convertToEbs(input: string, output: string, format: string | undefined, concurrency: number | undefined): Promise<number> {
+  parseEbsUrl(output); // a bad URL fails before the input is opened
+  // Loaded on use: the AWS SDK is large, and other commands never need it.
+  const { convertToEbsUrl } = await import("../clouds/aws/open-url.ts");
+  return withDisk(input, format, async (source) => {
+    const started = Date.now();
+    const progress = progressReporter(`convert ${source.format} → ebs`);
+    try {
+      const result = await convertToEbsUrl(source, output, { progress: (p) => progress.update(p), ...(concurrency === undefined ? {} : { concurrency }) });
+      progress.stop();
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      process.stderr.write(`converted ${input} (${source.format}, ${formatBytes(source.virtualSizeBytes)}) → ${result.snapshotId}: ${formatBytes(result.dataBytesWritten)} of data in ${seconds} s\n`);
+      console.log(result.imageId === undefined ? result.snapshotId : `${result.snapshotId} ${result.imageId}`);
+      return 0;
+    } catch (err) {
+      progress.stop();
+      throw err;
+    }
+  });
+}
+
+/** `convert <in> azblob://…|<SAS URL>`: a fixed VHD in a page blob; the Azure SDK loads only here. */
+async function convertToAzure(input: string, output: string, format: string | undefined, overwrite: boolean, concurrency: number | undefined): Promise<number> {
+  const { createAzureDiskSink } = await import("../clouds/azure/open-url.ts");
+  return withDisk(input, format, async (source) => {
+    const started = Date.now();
+    const progress = progressReporter(`convert ${source.format} → azure page blob`);
+    try {
+      const sink = await createAzureDiskSink(output, { virtualSizeBytes: source.virtualSizeBytes, overwrite });
+      const result = await convert(source, sink, { progress: (p) => progress.update(p), ...(concurrency === undefined ? {} : { concurrency }) });
+      progress.stop();
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      process.stderr.write(`converted ${displayName(input)} (${source.format}, ${formatBytes(source.virtualSizeBytes)}) → ${result.location} (fixed vhd): ${formatBytes(result.dataBytesWritten)} of data in ${seconds} s\n`);
+      console.log(result.location);
+      return 0;
+    } catch (err) {
+      progress.stop();
+      throw err;
+    }
+  });
+}
+
 async function convertCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -152,6 +217,11 @@ async function convertCommand(args: string[]): Promise<number> {
   });
   const [input, output] = positionals;
   if (input === undefined || output === undefined || positionals.length > 2) usageError("convert takes <in> <out>");
+  if (isEbsUrl(output)) return convertToEbs(input, output, values.f, values.concurrency === undefined ? undefined : Number(values.concurrency));
+  if (isAzureDiskUrl(output)) {
+    if ((values.O !== undefined && formatByName(values.O).name !== "vhd") || values.o !== undefined) usageError("Azure page blobs hold fixed VHDs: give no -O other than vhd, and no -o");
+    return convertToAzure(input, output, values.f, values.overwrite === true, values.concurrency === undefined ? undefined : Number(values.concurrency));
+  }
   if (values.O === undefined) usageError("convert needs -O <format>");
   const outFormat = formatByName(values.O);
   const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
@@ -170,7 +240,7 @@ async function convertCommand(args: string[]): Promise<number> {
       progress.stop();
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
       process.stderr.write(
-        `converted ${input} (${source.format}${source.subformat === undefined ? "" : ` ${source.subformat}`}, ${formatBytes(source.virtualSizeBytes)}) → ` +
+        `converted ${displayName(input)} (${source.format}${source.subformat === undefined ? "" : ` ${source.subformat}`}, ${formatBytes(source.virtualSizeBytes)}) → ` +
           `${result.location} (${outFormat.name}): ${formatBytes(result.dataBytesWritten)} of data in ${seconds} s\n`,
       );
       return 0;
@@ -195,11 +265,58 @@ async function compareCommand(args: string[]): Promise<number> {
   return result.identical ? 0 : EXIT_DIFFERENT;
 }
 
+async function ovfCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: "boolean" }, "no-verify": { type: "boolean" } } });
+  const [path] = positionals;
+  if (path === undefined || positionals.length > 1) usageError("ovf takes one .ovf, .ova or .vmx file, or - for an OVA on stdin");
+  const report = path === "-" ? await describeOvaStream(process.stdin, "stdin") : await describePackage(path, { verify: values["no-verify"] !== true });
+  const failed = report.manifest?.ok === false || report.systems.some((s) => s.workload === undefined);
+  if (values.json === true) {
+    console.log(JSON.stringify(report, null, 2));
+    return failed ? EXIT_DIFFERENT : 0;
+  }
+  console.log(`${report.kind}: ${report.path}${report.ovfVersion === undefined ? "" : ` (OVF ${report.ovfVersion})`}`);
+  for (const system of report.systems) {
+    const w = system.workload;
+    console.log(`\nsystem ${system.id}`);
+    if (w === undefined) console.log("  (no valid workload; see problems)");
+    else {
+      console.log(`  name: ${w.name}`);
+      console.log(`  cpu: ${w.cpu.sockets * w.cpu.coresPerSocket} (${w.cpu.sockets} socket(s) × ${w.cpu.coresPerSocket} core(s))`);
+      console.log(`  memory: ${formatBytes(w.memoryMiB * 2 ** 20)}`);
+      console.log(`  firmware: ${w.firmware.type}${w.firmware.secureBoot ? ", secure boot" : ""}${w.firmware.vtpm ? ", vTPM" : ""}`);
+      const os = w.guestOs;
+      console.log(`  guest: ${os.family}${os.distribution === undefined ? "" : ` ${os.distribution}`}${os.version === undefined ? "" : ` ${os.version}`} (${os.architecture})`);
+      for (const disk of w.disks) {
+        const ref = system.disks.find((d) => d.id === disk.id);
+        console.log(`  disk ${disk.id}: ${formatBytes(disk.sizeBytes)} on ${disk.bus}${disk.bootOrder === undefined ? "" : `, boot ${disk.bootOrder}`} ← ${ref?.location ?? "(blank)"}${ref?.compression === undefined ? "" : ` (${ref.compression})`}`);
+      }
+      for (const nic of w.nics) {
+        console.log(`  nic: ${nic.network}${nic.model === undefined ? "" : ` (${nic.model})`}, MAC ${nic.macPolicy.kind === "static" ? nic.macPolicy.address : "generated"}, ${nic.addressing.kind}`);
+      }
+      for (const [key, value] of Object.entries(w.tags)) console.log(`  tag ${key}: ${value}`);
+    }
+  }
+  if (report.manifest !== undefined) {
+    console.log(`\nmanifest: ${report.manifest.ok ? "verified" : "FAILED"}`);
+    for (const check of report.manifest.checks) {
+      console.log(`  ${check.ok ? "ok  " : "BAD "} ${check.algorithm} ${check.file}${check.actual === undefined ? " (missing)" : check.ok ? "" : ` (expected ${check.expected}, got ${check.actual})`}`);
+    }
+    for (const file of report.manifest.unlisted) console.log(`  BAD  ${file} is not listed`);
+  } else if (report.kind !== "vmx") console.log("\nmanifest: none");
+  if (report.problems.length > 0) {
+    console.log(`\nproblems:`);
+    for (const problem of report.problems) console.log(`  ${problem.code} at ${problem.path}: ${problem.message}`);
+  }
+  return failed ? EXIT_DIFFERENT : 0;
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   inspect: inspectCommand,
   map: mapCommand,
   convert: convertCommand,
   compare: compareCommand,
+  ovf: ovfCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {
