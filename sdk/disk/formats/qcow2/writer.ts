@@ -150,6 +150,13 @@ export async function createQcow2Writer(target: ByteTarget, options: WriterOptio
 
   /** Starts a target write once there is room; its error sticks in `failure`. */
   async function issue(offsetBytes: number, data: Buffer): Promise<void> {
+    // A target that copies and pipelines by itself (a file) needs no second pipeline here, and
+    // awaiting it lets the caller recycle `data` as soon as write() resolves.
+    if (target.releasesData === true) {
+      throwIfFailed();
+      await target.write(offsetBytes, data);
+      return;
+    }
     while (inFlight.size >= MAX_WRITES_IN_FLIGHT || (inFlight.size > 0 && inFlightBytes + data.length > MAX_BYTES_IN_FLIGHT)) {
       await Promise.race(inFlight);
     }
@@ -354,6 +361,7 @@ export async function createQcow2Writer(target: ByteTarget, options: WriterOptio
     format: FORMAT_NAME,
     virtualSizeBytes,
     blockSizeBytes: clusterSizeBytes,
+    releasesData: target.releasesData === true,
     // async so that contract violations reject rather than throw; the body up to enqueue() still
     // runs synchronously, which keeps calls in order.
     async write(offsetBytes, data) {
