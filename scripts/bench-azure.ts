@@ -10,7 +10,6 @@
 // Each side runs REPEATS times and keeps its best time. Both blobs are read back and compared
 // with the image. The ratio is our throughput over the baseline's (target ≥ 0.9). The last line
 // is one JSON object with every figure, for scripts.
-import { createCipheriv } from "node:crypto";
 import { mkdir, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +20,7 @@ import { PAGE_BLOB_UPLOADS_IN_FLIGHT } from "../sdk/clouds/azure/page-blob-targe
 import { convert } from "../sdk/disk/convert.ts";
 import { openDisk } from "../sdk/disk/open.ts";
 import { startAzurite } from "../tests/harness/azurite.ts";
+import { buildMixedImage } from "./mixed-image.ts";
 
 const MiB = 1024 * 1024;
 const IMAGE_BYTES = Number(process.env.PW_BENCH_IMAGE_MIB ?? 2048) * MiB;
@@ -28,28 +28,6 @@ const REPEATS = Number(process.env.PW_BENCH_REPEATS ?? 3);
 const TARGET_RATIO = 0.9;
 const dir = process.env.PW_BENCH_DIR ?? join(tmpdir(), "pw-bench-azure");
 
-async function buildMixedImage(path: string): Promise<number> {
-  const file = await open(path, "w");
-  const cipher = createCipheriv("aes-128-ctr", Buffer.alloc(16, 7), Buffer.alloc(16, 0));
-  const text = Buffer.alloc(MiB);
-  const line = (n: number): string => `line ${n}: portable-workload moves virtual machines between clouds.\n`;
-  for (let at = 0, n = 0; at < MiB; n++) at += text.write(line(n), at);
-  let state = 12345;
-  let dataBytes = 0;
-  try {
-    for (let unit = 0; unit < IMAGE_BYTES / MiB; unit++) {
-      state = (state * 1103515245 + 12345) >>> 0;
-      const pick = (state >>> 16) % 10;
-      if (pick < 4) continue;
-      await file.write(pick < 7 ? cipher.update(Buffer.alloc(MiB)) : text, 0, MiB, unit * MiB);
-      dataBytes += MiB;
-    }
-    await file.truncate(IMAGE_BYTES);
-  } finally {
-    await file.close();
-  }
-  return dataBytes;
-}
 
 interface Range {
   readonly offsetBytes: number;
@@ -127,7 +105,7 @@ async function main(): Promise<void> {
   await mkdir(dir, { recursive: true });
   const image = join(dir, "mixed.raw");
   console.log(`building ${IMAGE_BYTES / MiB} MiB mixed image in ${dir} ...`);
-  const dataBytes = await buildMixedImage(image);
+  const dataBytes = await buildMixedImage(image, IMAGE_BYTES);
   const azurite = await startAzurite();
   try {
     const service = new BlobServiceClient(

@@ -6,12 +6,12 @@
 // disk holding 64 MiB converts in time that follows the data, not the virtual size. The last
 // line is one JSON object with every figure, for scripts.
 import { execFile } from "node:child_process";
-import { createCipheriv } from "node:crypto";
-import { mkdir, open, rm, stat } from "node:fs/promises";
+import { mkdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { REPO_ROOT, TOOLS } from "../tests/harness/tools.ts";
+import { buildMixedImage } from "./mixed-image.ts";
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -43,27 +43,6 @@ async function timed(command: string, args: readonly string[]): Promise<Timed> {
   return { seconds: Number(match[1]), peakRssMiB: Math.round(Number(match[2]) / 1024) };
 }
 
-/**
- * 1 MiB units in a fixed pseudo-random order: 40% zero (left as holes), 30% random (AES-CTR
- * keystream, incompressible), 30% text (compressible). The same bytes on every run.
- */
-async function buildMixedImage(path: string): Promise<void> {
-  const file = await open(path, "w");
-  const cipher = createCipheriv("aes-128-ctr", Buffer.alloc(16, 7), Buffer.alloc(16, 0));
-  const text = Buffer.alloc(MiB);
-  const line = (n: number): string => `line ${n}: portable-workload moves virtual machines between clouds.\n`;
-  for (let at = 0, n = 0; at < MiB; n++) at += text.write(line(n), at);
-  let state = 12345;
-  for (let unit = 0; unit < IMAGE_BYTES / MiB; unit++) {
-    state = (state * 1103515245 + 12345) >>> 0;
-    const pick = (state >>> 16) % 10;
-    if (pick < 4) continue;
-    const data = pick < 7 ? cipher.update(Buffer.alloc(MiB)) : text;
-    await file.write(data, 0, MiB, unit * MiB);
-  }
-  await file.truncate(IMAGE_BYTES);
-  await file.close();
-}
 
 async function allocatedBytes(path: string): Promise<number> {
   return (await stat(path)).blocks * 512;
@@ -169,7 +148,7 @@ async function main(): Promise<void> {
   const exists = (path: string): Promise<boolean> => stat(path).then(() => true, () => false);
   if (!keep || !(await exists(mixed))) {
     console.log(`building ${IMAGE_BYTES / MiB} MiB mixed image in ${dir} ...`);
-    await buildMixedImage(mixed);
+    await buildMixedImage(mixed, IMAGE_BYTES);
   }
   // Inputs in other formats, made by qemu-img so our reader is measured on foreign images.
   const qcow2In = join(dir, "in.qcow2");

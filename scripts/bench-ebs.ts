@@ -9,7 +9,7 @@
 // moto is warmed up first (it loads its EBS backend on the first call); rounds then alternate
 // which method goes first, so neither always meets a freshly reset server or a noisy neighbour.
 // The best of each is compared (the medians are printed too). The last line is one JSON object with every figure, for scripts.
-import { createCipheriv, createHash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { mkdir, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +21,7 @@ import { startMoto } from "../tests/harness/moto.ts";
 import { TOOLS } from "../tests/harness/tools.ts";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import { buildMixedImage } from "./mixed-image.ts";
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -31,22 +32,6 @@ const ROUNDS = Number(process.env.PW_BENCH_ROUNDS ?? 5);
 const TARGET_RATIO = 0.9;
 const dir = join(process.env.PW_BENCH_DIR ?? tmpdir(), `pw-bench-ebs-${process.pid}`);
 
-/** The mixed image of bench:convert, in 1 MiB units: 40% holes, 30% random, 30% text. */
-async function buildMixedImage(path: string): Promise<void> {
-  const file = await open(path, "w");
-  const cipher = createCipheriv("aes-128-ctr", Buffer.alloc(16, 7), Buffer.alloc(16, 0));
-  const text = Buffer.alloc(MiB);
-  for (let at = 0, n = 0; at < MiB; n++) at += text.write(`line ${n}: portable-workload moves virtual machines between clouds.\n`, at);
-  let state = 12345;
-  for (let unit = 0; unit < IMAGE_BYTES / MiB; unit++) {
-    state = (state * 1103515245 + 12345) >>> 0;
-    const pick = (state >>> 16) % 10;
-    if (pick < 4) continue;
-    await file.write(pick < 7 ? cipher.update(Buffer.alloc(MiB)) : text, 0, MiB, unit * MiB);
-  }
-  await file.truncate(IMAGE_BYTES);
-  await file.close();
-}
 
 interface Block {
   readonly index: number;
@@ -120,7 +105,7 @@ async function main(): Promise<void> {
     const raw = join(dir, "mixed.raw");
     const qcow2 = join(dir, "mixed.qcow2");
     console.log(`building ${IMAGE_BYTES / MiB} MiB mixed image in ${dir} ...`);
-    await buildMixedImage(raw);
+    await buildMixedImage(raw, IMAGE_BYTES);
     await run(TOOLS.qemuImg, ["convert", "-f", "raw", "-O", "qcow2", raw, qcow2]);
 
     const rows: Array<{ run: string; seconds: number; cpuSeconds: number; mibPerSecond: number }> = [];
