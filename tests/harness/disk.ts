@@ -6,7 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type { DiskSource } from "../../sdk/disk/types.ts";
+import type { DiskSource, Extent } from "../../sdk/disk/types.ts";
 import { TOOLS } from "./tools.ts";
 
 const run = promisify(execFile);
@@ -91,4 +91,17 @@ export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A DiskSource over bytes in memory, with an explicit extent map or one data extent. */
+export function memorySource(data: Buffer, extents?: readonly Extent[]): DiskSource {
+  return {
+    format: "memory",
+    virtualSizeBytes: data.length,
+    async *extents() {
+      yield* extents ?? [{ offsetBytes: 0, lengthBytes: data.length, kind: "data" as const }];
+    },
+    read: async (offsetBytes, lengthBytes) => Buffer.from(data.subarray(offsetBytes, offsetBytes + lengthBytes)),
+    close: async () => {},
+  };
 }

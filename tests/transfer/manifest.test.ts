@@ -1,28 +1,16 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { BlockManifest, buildManifest, changedBlocks } from "../../sdk/transfer/manifest.ts";
-import type { DiskSource, Extent } from "../../sdk/disk/types.ts";
+import { memorySource } from "../harness/disk.ts";
 
 const KiB = 1024;
-
-function source(data: Buffer, extents?: Extent[]): DiskSource {
-  return {
-    format: "test",
-    virtualSizeBytes: data.length,
-    async *extents() {
-      yield* extents ?? [{ offsetBytes: 0, lengthBytes: data.length, kind: "data" as const }];
-    },
-    read: async (o, l) => Buffer.from(data.subarray(o, o + l)),
-    close: async () => {},
-  };
-}
 
 describe("block manifests", () => {
   it("GIVEN a disk with data in two blocks THEN only those are recorded", async () => {
     const data = Buffer.alloc(64 * KiB);
     data[5] = 1;
     data[40 * KiB] = 2;
-    const s = source(data, [
+    const s = memorySource(data, [
       { offsetBytes: 0, lengthBytes: 16 * KiB, kind: "data" },
       { offsetBytes: 16 * KiB, lengthBytes: 16 * KiB, kind: "zero" },
       { offsetBytes: 32 * KiB, lengthBytes: 32 * KiB, kind: "data" },
@@ -41,15 +29,15 @@ describe("block manifests", () => {
     after[1] = 9; // block 0 changed
     after[8 * KiB] = 0; // block 1 now zero
     after[24 * KiB + 3] = 7; // block 3 new
-    const a = await buildManifest(source(before), 8 * KiB);
-    const b = await buildManifest(source(after), 8 * KiB);
+    const a = await buildManifest(memorySource(before), 8 * KiB);
+    const b = await buildManifest(memorySource(after), 8 * KiB);
     assert.deepEqual(changedBlocks(a, b), [0, 1, 3]);
     assert.deepEqual(changedBlocks(a, a), []);
   });
 
   it("GIVEN a manifest WHEN serialised to JSON and back THEN it is equal", async () => {
     const data = Buffer.alloc(16 * KiB, 3);
-    const m = await buildManifest(source(data), 4 * KiB);
+    const m = await buildManifest(memorySource(data), 4 * KiB);
     const copy = BlockManifest.fromJSON(JSON.parse(JSON.stringify(m)));
     assert.deepEqual(copy.toJSON(), m.toJSON());
     assert.deepEqual(changedBlocks(m, copy), []);
