@@ -13,7 +13,7 @@
 // real gdOffset, and the end-of-stream marker.
 import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
-import { deflate } from "node:zlib";
+import { constants, deflate } from "node:zlib";
 import { z } from "zod";
 import { InvalidArgsError, NotCapableError } from "../../../errors.ts";
 import type { WriterOptions } from "../../format.ts";
@@ -22,6 +22,7 @@ import { SinkWriteGuard } from "../../sink-guard.ts";
 import type { ByteTarget, DiskSink, SinkResult } from "../../types.ts";
 import { parseWriterOptions } from "../../writer-options.ts";
 import { formatDescriptor, type AdapterType } from "./descriptor.ts";
+import { looksIncompressible } from "./incompressible.ts";
 import {
   GRAIN_MARKER,
   METADATA_MARKER,
@@ -433,7 +434,9 @@ class StreamOptimizedSink extends GrainSink {
         const input = owned ? piece : Buffer.from(piece);
         // One output chunk per grain (deflate's worst case is a few bytes over its input), so
         // zlib makes one callback and no concat per grain.
-        const compressed = deflateAsync(input, { chunkSize: DEFLATE_CHUNK_BYTES });
+        // Incompressible grains are stored: same or smaller output, a fraction of the CPU.
+        const level = looksIncompressible(input) ? constants.Z_NO_COMPRESSION : constants.Z_DEFAULT_COMPRESSION;
+        const compressed = deflateAsync(input, { chunkSize: DEFLATE_CHUNK_BYTES, level });
         // Marked handled here; the failure is rethrown when this grain's turn comes.
         compressed.catch(() => {});
         this.queue.push({ grainIndex: grainIndex + offset / GRAIN_BYTES, compressed });
