@@ -50,15 +50,37 @@ function formatFromUri(uri: string | undefined): "vmdk" | "vhd" | "vhdx" | "qcow
 
 const EXEMPT_FROM_MANIFEST = (file: string): boolean => /\.(mf|cert)$/i.test(file);
 
+/** What every package knows once its descriptor and manifest are read. */
+interface PackageFields {
+  readonly path: string;
+  readonly descriptorName: string;
+  readonly descriptor: OvfDescriptor;
+  readonly files: readonly string[];
+  readonly manifestName?: string;
+  readonly manifest?: readonly ManifestLine[];
+  readonly problems: readonly OvfProblem[];
+}
+
 abstract class PackageBase implements OvfPackage {
-  abstract readonly path: string;
   abstract readonly kind: "ovf" | "ova";
-  abstract readonly descriptorName: string;
-  abstract readonly descriptor: OvfDescriptor;
-  abstract readonly files: readonly string[];
-  abstract readonly manifestName?: string;
-  abstract readonly manifest?: readonly ManifestLine[];
-  abstract readonly problems: readonly OvfProblem[];
+  readonly path: string;
+  readonly descriptorName: string;
+  readonly descriptor: OvfDescriptor;
+  readonly files: readonly string[];
+  readonly manifestName?: string;
+  readonly manifest?: readonly ManifestLine[];
+  readonly problems: readonly OvfProblem[];
+
+  protected constructor(fields: PackageFields) {
+    this.path = fields.path;
+    this.descriptorName = fields.descriptorName;
+    this.descriptor = fields.descriptor;
+    this.files = fields.files;
+    if (fields.manifestName !== undefined) this.manifestName = fields.manifestName;
+    if (fields.manifest !== undefined) this.manifest = fields.manifest;
+    this.problems = fields.problems;
+  }
+
   abstract openFile(name: string): Promise<ByteSource>;
   abstract close(): Promise<void>;
 
@@ -100,13 +122,6 @@ abstract class PackageBase implements OvfPackage {
 
 class OvaPackage extends PackageBase {
   readonly kind = "ova";
-  readonly path: string;
-  readonly descriptorName: string;
-  readonly descriptor: OvfDescriptor;
-  readonly files: readonly string[];
-  readonly manifestName?: string;
-  readonly manifest?: readonly ManifestLine[];
-  readonly problems: readonly OvfProblem[];
   private readonly archive: ByteSource;
   private readonly entries: ReadonlyMap<string, TarEntry>;
 
@@ -120,16 +135,9 @@ class OvaPackage extends PackageBase {
     manifest?: readonly ManifestLine[];
     problems: OvfProblem[];
   }) {
-    super();
-    this.path = init.path;
+    super({ ...init, files: [...init.entries.keys()] });
     this.archive = init.archive;
     this.entries = init.entries;
-    this.descriptorName = init.descriptorName;
-    this.descriptor = init.descriptor;
-    this.files = [...init.entries.keys()];
-    if (init.manifestName !== undefined) this.manifestName = init.manifestName;
-    if (init.manifest !== undefined) this.manifest = init.manifest;
-    this.problems = init.problems;
   }
 
   async openFile(name: string): Promise<ByteSource> {
@@ -196,24 +204,10 @@ export async function openOva(path: string): Promise<OvfPackage> {
 
 class FolderPackage extends PackageBase {
   readonly kind = "ovf";
-  readonly path: string;
-  readonly descriptorName: string;
-  readonly descriptor: OvfDescriptor;
-  readonly files: readonly string[];
-  readonly manifestName?: string;
-  readonly manifest?: readonly ManifestLine[];
-  readonly problems: readonly OvfProblem[];
   private readonly opener: (name: string) => Promise<ByteSource>;
 
   constructor(init: { path: string; descriptor: OvfDescriptor; files: string[]; manifestName?: string; manifest?: ManifestLine[]; problems: OvfProblem[] }) {
-    super();
-    this.path = init.path;
-    this.descriptorName = basename(init.path);
-    this.descriptor = init.descriptor;
-    this.files = init.files;
-    if (init.manifestName !== undefined) this.manifestName = init.manifestName;
-    if (init.manifest !== undefined) this.manifest = init.manifest;
-    this.problems = init.problems;
+    super({ ...init, descriptorName: basename(init.path) });
     this.opener = siblingOpener(init.path);
   }
 
