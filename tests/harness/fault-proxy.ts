@@ -4,6 +4,9 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
+/** Keep-alive for client connections to a test proxy; longer than any test step. */
+const PROXY_KEEP_ALIVE_MS = 10 * 60_000;
+
 export type Fault =
   | { readonly kind: "reset" }
   | { readonly kind: "status"; readonly status: number; readonly body?: string; readonly headers?: Record<string, string> }
@@ -68,6 +71,9 @@ export async function startFaultProxy(upstream: string, rule: FaultRule, seed = 
         method: req.method,
         path: req.url,
         headers: { ...req.headers, host: target.host },
+        // A fresh connection per request: a pooled one the emulator has just timed out would
+        // fail with ECONNRESET, a fault nobody asked for.
+        agent: false,
       },
       (upstreamRes) => {
         res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
@@ -119,6 +125,9 @@ export async function startFaultProxy(upstream: string, rule: FaultRule, seed = 
         forward(req, res, false);
     }
   });
+  // Outlive any client's idle keep-alive: with Node's 5 s default, a client reusing a connection
+  // after a long local step (hashing a 2 GiB image) races the close and sees ECONNRESET.
+  server.keepAliveTimeout = PROXY_KEEP_ALIVE_MS;
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
   return {

@@ -8,6 +8,9 @@ import { BlobServiceClient, newPipeline, StorageSharedKeyCredential, type Contai
 import { AZURE_PIPELINE_OPTIONS } from "../../../sdk/clouds/azure/open-url.ts";
 import type { Azurite } from "../../harness/azurite.ts";
 
+/** Keep-alive for client connections to a test proxy; longer than any test step. */
+const PROXY_KEEP_ALIVE_MS = 10 * 60_000;
+
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 export const GiB = 1024 * MiB;
@@ -52,7 +55,7 @@ export async function startRecordingProxy(upstream: string): Promise<RecordingPr
       ops.push({ kind: pageWrite, offsetBytes: start, lengthBytes: Number(range[2]) - start + 1, index: index++, blob: url.pathname });
     }
     const upstreamReq = request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host }, agent: false },
       (upstreamRes) => {
         res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
         upstreamRes.pipe(res);
@@ -61,6 +64,9 @@ export async function startRecordingProxy(upstream: string): Promise<RecordingPr
     upstreamReq.once("error", () => res.socket?.destroy());
     req.pipe(upstreamReq);
   });
+  // Outlive any client's idle keep-alive: with Node's 5 s default, a client reusing a connection
+  // after a long local step (hashing a 2 GiB image) races the close and sees ECONNRESET.
+  server.keepAliveTimeout = PROXY_KEEP_ALIVE_MS;
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
   return {
