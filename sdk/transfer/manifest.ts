@@ -3,6 +3,7 @@
 // own manifests, never from a service's changed-block list.
 import { createHash } from "node:crypto";
 import { InvalidArgsError } from "../errors.ts";
+import { z } from "zod";
 import type { DiskSource } from "../disk/types.ts";
 
 /** 512 KiB: the EBS direct-API block, and a divisor of Azure's 4 MiB page-write limit. */
@@ -17,6 +18,13 @@ export interface ManifestJson {
   /** Hex SHA-256 by block index, for blocks holding any non-zero byte; absent blocks are zero. */
   readonly blocks: Readonly<Record<string, string>>;
 }
+
+const manifestJsonSchema = z.object({
+  version: z.literal(1),
+  virtualSizeBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  blockSizeBytes: z.number().int().min(512).multipleOf(512),
+  blocks: z.record(z.string(), z.string().regex(/^[0-9a-f]{64}$/)),
+});
 
 /**
  * Hashes of the non-zero blocks only, so memory follows the data, not the virtual size: a 1 TiB
@@ -45,10 +53,36 @@ export class BlockManifest {
     return this.#hashes.get(blockIndex);
   }
 
-  /** Records a block from its bytes; an all-zero block is recorded as absent. */
-  record(blockIndex: number, data: Buffer): void {
-    if (isZero(data)) this.#hashes.delete(blockIndex);
-    else this.#hashes.set(blockIndex, createHash("sha256").update(data).digest());
+  /** Records a block from its bytes; an all-zero block is recorded as absent. Returns the hash. */
+  record(blockIndex: number, data: Buffer): Buffer | undefined {
+    const hash = blockHash(data);
+    this.set(blockIndex, hash);
+    return hash;
+  }
+
+  /** Sets a block's hash directly (undefined: the block is all zeros). */
+  set(blockIndex: number, hash: Buffer | undefined): void {
+    if (hash === undefined) this.#hashes.delete(blockIndex);
+    else this.#hashes.set(blockIndex, hash);
+  }
+
+  /** Bytes held by non-zero blocks (the last block counted by its real length). */
+  dataBytes(): number {
+    let total = 0;
+    for (const index of this.#hashes.keys()) total += Math.min(this.blockSizeBytes, this.virtualSizeBytes - index * this.blockSizeBytes);
+    return total;
+  }
+
+  clone(): BlockManifest {
+    return new BlockManifest(this.virtualSizeBytes, this.blockSizeBytes, new Map(this.#hashes));
+  }
+
+  /**
+   * SHA-256 of the canonical JSON: what Pulumi state keeps instead of the manifest itself, and
+   * how a checkpoint proves which base it continues.
+   */
+  digest(): string {
+    return createHash("sha256").update(JSON.stringify(this.toJSON())).digest("hex");
   }
 
   /** Indexes of non-zero blocks, ascending. */
@@ -63,13 +97,30 @@ export class BlockManifest {
   }
 
   static fromJSON(json: ManifestJson): BlockManifest {
+    const parsed = manifestJsonSchema.safeParse(json);
+    if (!parsed.success) {
+      throw new InvalidArgsError("MANIFEST_INVALID", `manifest: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ")}`);
+    }
+    const { virtualSizeBytes, blockSizeBytes, blocks } = parsed.data;
+    const blockCount = Math.ceil(virtualSizeBytes / blockSizeBytes);
     const hashes = new Map<number, Buffer>();
-    for (const [index, hex] of Object.entries(json.blocks)) hashes.set(Number(index), Buffer.from(hex, "hex"));
-    return new BlockManifest(json.virtualSizeBytes, json.blockSizeBytes, hashes);
+    for (const [key, hex] of Object.entries(blocks)) {
+      const index = Number(key);
+      if (!Number.isSafeInteger(index) || index < 0 || index >= blockCount || String(index) !== key) {
+        throw new InvalidArgsError("MANIFEST_INVALID", `manifest: block index ${JSON.stringify(key)} is not in [0, ${blockCount})`);
+      }
+      hashes.set(index, Buffer.from(hex, "hex"));
+    }
+    return new BlockManifest(virtualSizeBytes, blockSizeBytes, hashes);
   }
 }
 
 const ZERO_BLOCK = Buffer.alloc(DEFAULT_MANIFEST_BLOCK_BYTES);
+
+/** A block's manifest hash: SHA-256 of its bytes, or undefined when they are all zeros. */
+export function blockHash(data: Buffer): Buffer | undefined {
+  return isZero(data) ? undefined : createHash("sha256").update(data).digest();
+}
 
 function isZero(data: Buffer): boolean {
   for (let at = 0; at < data.length; at += ZERO_BLOCK.length) {

@@ -110,7 +110,7 @@ async function blobExists(client: PageBlobClient, name: string, options: CallOpt
   }
 }
 
-async function createBlob(client: PageBlobClient, name: string, blobSizeBytes: number, options: PageBlobSinkOptions): Promise<void> {
+export async function createBlob(client: PageBlobClient, name: string, blobSizeBytes: number, options: CallOptions & { readonly overwrite?: boolean }): Promise<void> {
   try {
     await azureCall(
       { operation: "Put Blob (page)", blob: name, lengthBytes: blobSizeBytes },

@@ -1,0 +1,212 @@
+// Where replication remembers what a target holds, so a rerun sends only what changed and a
+// killed run resumes without re-sending a finished block.
+//
+// Two records per replica key:
+// - the committed state: the manifest of what the target holds after the last completed pass,
+//   where that is (a path, a snapshot id, a blob), and the measured throughput of that pass;
+// - a journal of the pass in progress, one JSON line per event, appended with a synchronous
+//   write so that it survives `kill -9` (the bytes are in the kernel once writeSync returns):
+//     begin  the pass's base (manifest digest) and the target's resumable state (e.g. snapshot id)
+//     send   a block is about to be written: if no `done` follows, its content on the target is
+//            unknown and a resume rewrites it
+//     done   the target acknowledged the block: its manifest hash and the target's receipt
+// Committing writes the new state atomically (temp file + rename) and only then drops the
+// journal, so a crash in between leaves a journal whose base no longer matches: it is ignored.
+import { closeSync, openSync, writeSync } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+import { InvalidArgsError } from "../errors.ts";
+import { BlockManifest, type ManifestJson } from "./manifest.ts";
+
+export type TargetState = Readonly<Record<string, string | number | boolean>>;
+
+export interface PassFigures {
+  readonly bytesSent: number;
+  readonly blocksSent: number;
+  readonly seconds: number;
+  readonly finishedAt: string;
+}
+
+/** What the target holds after its last completed pass. */
+export interface CommittedReplica {
+  readonly manifest: BlockManifest;
+  /** e.g. a file path, `snap-…`, a blob URL without its SAS. */
+  readonly location: string;
+  readonly targetState: TargetState;
+  readonly passes: number;
+  readonly lastPass?: PassFigures;
+}
+
+/** A pass interrupted before its commit, as its journal recorded it. */
+export interface PendingPass {
+  readonly baseDigest: string;
+  readonly targetState: TargetState;
+  /** Blocks the target acknowledged: manifest hash (undefined for a cleared block) and receipt. */
+  readonly done: ReadonlyMap<number, { readonly hash: Buffer | undefined; readonly receipt?: string }>;
+  /** Blocks sent without an acknowledgement: their content on the target is unknown. */
+  readonly unknown: ReadonlySet<number>;
+}
+
+export interface PassJournal {
+  begin(baseDigest: string, targetState: TargetState): void;
+  send(blockIndex: number): void;
+  done(blockIndex: number, hash: Buffer | undefined, receipt?: string): void;
+  close(): void;
+}
+
+/** Pluggable: a local directory by default; anything that can keep two small records per key. */
+export interface ReplicaStore {
+  /** A stable reference for Pulumi state, e.g. `file:///var/lib/portable/replicas/web-disk0`. */
+  reference(key: string): string;
+  loadCommitted(key: string): Promise<CommittedReplica | undefined>;
+  loadPending(key: string): Promise<PendingPass | undefined>;
+  openJournal(key: string): Promise<PassJournal>;
+  /** Atomically records a completed pass, then drops its journal. */
+  commit(key: string, replica: CommittedReplica): Promise<void>;
+  /** Forgets the key entirely (after the target is deleted). */
+  remove(key: string): Promise<void>;
+}
+
+const KEY = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+function checkKey(key: string): string {
+  if (!KEY.test(key) || key.includes("..")) {
+    throw new InvalidArgsError("REPLICA_KEY_INVALID", `replica key ${JSON.stringify(key)} must match ${KEY.source} (it names files)`);
+  }
+  return key;
+}
+
+const targetStateSchema = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]));
+const committedSchema = z.object({
+  version: z.literal(1),
+  manifest: z.custom<ManifestJson>((value) => typeof value === "object" && value !== null),
+  location: z.string(),
+  targetState: targetStateSchema,
+  passes: z.number().int().nonnegative(),
+  lastPass: z.object({ bytesSent: z.number(), blocksSent: z.number(), seconds: z.number(), finishedAt: z.string() }).optional(),
+});
+const journalLine = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("begin"), base: z.string(), target: targetStateSchema }),
+  z.object({ t: z.literal("send"), i: z.number().int().nonnegative() }),
+  z.object({ t: z.literal("done"), i: z.number().int().nonnegative(), h: z.string().regex(/^[0-9a-f]{64}$/).nullable(), r: z.string().optional() }),
+]);
+
+/** The default store: `<dir>/<key>.replica.json` and `<dir>/<key>.journal`. */
+export class FileReplicaStore implements ReplicaStore {
+  readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  reference(key: string): string {
+    return `file://${join(this.dir, `${checkKey(key)}.replica.json`)}`;
+  }
+
+  #paths(key: string) {
+    checkKey(key);
+    return { state: join(this.dir, `${key}.replica.json`), journal: join(this.dir, `${key}.journal`) };
+  }
+
+  async loadCommitted(key: string): Promise<CommittedReplica | undefined> {
+    const text = await readOptional(this.#paths(key).state);
+    if (text === undefined) return undefined;
+    const parsed = committedSchema.safeParse(parseJson(text, key));
+    if (!parsed.success) {
+      throw new InvalidArgsError("REPLICA_STATE_INVALID", `replica ${key}: the committed state is not valid: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+    }
+    const { manifest, location, targetState, passes, lastPass } = parsed.data;
+    return { manifest: BlockManifest.fromJSON(manifest), location, targetState, passes, ...(lastPass === undefined ? {} : { lastPass }) };
+  }
+
+  async loadPending(key: string): Promise<PendingPass | undefined> {
+    const text = await readOptional(this.#paths(key).journal);
+    if (text === undefined) return undefined;
+    let begin: { base: string; target: TargetState } | undefined;
+    const done = new Map<number, { hash: Buffer | undefined; receipt?: string }>();
+    const unknown = new Set<number>();
+    for (const raw of text.split("\n")) {
+      if (raw === "") continue;
+      let value: unknown;
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        continue; // a line torn by the kill: its write never finished, so it recorded nothing
+      }
+      const line = journalLine.safeParse(value);
+      if (!line.success) continue;
+      const entry = line.data;
+      if (entry.t === "begin") {
+        begin = { base: entry.base, target: entry.target };
+        done.clear();
+        unknown.clear();
+      } else if (entry.t === "send") {
+        unknown.add(entry.i);
+      } else {
+        unknown.delete(entry.i);
+        done.set(entry.i, { hash: entry.h === null ? undefined : Buffer.from(entry.h, "hex"), ...(entry.r === undefined ? {} : { receipt: entry.r }) });
+      }
+    }
+    if (begin === undefined) return undefined;
+    return { baseDigest: begin.base, targetState: begin.target, done, unknown };
+  }
+
+  async openJournal(key: string): Promise<PassJournal> {
+    await mkdir(this.dir, { recursive: true });
+    const fd = openSync(this.#paths(key).journal, "a", 0o600);
+    const append = (value: unknown) => {
+      writeSync(fd, `${JSON.stringify(value)}\n`);
+    };
+    let closed = false;
+    return {
+      begin: (base, target) => append({ t: "begin", base, target }),
+      send: (i) => append({ t: "send", i }),
+      done: (i, hash, receipt) => append({ t: "done", i, h: hash === undefined ? null : hash.toString("hex"), ...(receipt === undefined ? {} : { r: receipt }) }),
+      close: () => {
+        if (!closed) closeSync(fd);
+        closed = true;
+      },
+    };
+  }
+
+  async commit(key: string, replica: CommittedReplica): Promise<void> {
+    const paths = this.#paths(key);
+    await mkdir(this.dir, { recursive: true });
+    const body = {
+      version: 1,
+      manifest: replica.manifest.toJSON(),
+      location: replica.location,
+      targetState: replica.targetState,
+      passes: replica.passes,
+      ...(replica.lastPass === undefined ? {} : { lastPass: replica.lastPass }),
+    };
+    const temp = `${paths.state}.${process.pid}.tmp`;
+    await writeFile(temp, JSON.stringify(body), { mode: 0o600 });
+    await rename(temp, paths.state);
+    await rm(paths.journal, { force: true });
+  }
+
+  async remove(key: string): Promise<void> {
+    const paths = this.#paths(key);
+    await rm(paths.state, { force: true });
+    await rm(paths.journal, { force: true });
+  }
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+}
+
+function parseJson(text: string, key: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new InvalidArgsError("REPLICA_STATE_INVALID", `replica ${key}: the committed state is not JSON: ${(error as Error).message}`);
+  }
+}

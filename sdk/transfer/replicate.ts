@@ -1,0 +1,240 @@
+// replicate(): one pass of block-level replication. It reads the source, hashes every block
+// (SHA-256, the manifest's block size), and writes to the target only the blocks whose hash
+// differs from what the target holds; blocks that became all zeros are cleared. What the target
+// holds is our own manifest (checkpoint.ts), never a service's change tracking (DESIGN.md).
+//
+// Resume: every write is journalled (`send` before, `done` after). A rerun after a crash
+// continues the same pass on the same target state (the same pending EBS snapshot, the same
+// file or blob), re-sends no acknowledged block, and rewrites the blocks whose writes were cut
+// off. A pass is committed (the target sealed, the state saved) only when every write is done.
+import { InvalidArgsError } from "../errors.ts";
+import type { DiskSource } from "../disk/types.ts";
+import { BlockManifest, blockHash, DEFAULT_MANIFEST_BLOCK_BYTES } from "./manifest.ts";
+import type { CommittedReplica, PendingPass, ReplicaStore, TargetState } from "./checkpoint.ts";
+
+/** One pass's writes into a target. Calls to write() may overlap; they never share a block. */
+export interface ReplicaPass {
+  /** Persisted in the journal so a rerun can reopen the same pass (e.g. `{ snapshotId }`). */
+  readonly state: TargetState;
+  /**
+   * Writes one block at `offsetBytes` (`data` is the block's bytes; the last block of a disk
+   * may be short). `zero` means the block became all zeros and must be cleared. Resolves when
+   * the target holds it, optionally with a receipt the journal keeps for the commit (e.g. the
+   * EBS checksum).
+   */
+  write(blockIndex: number, offsetBytes: number, data: Buffer, zero: boolean): Promise<string | undefined>;
+  /** Seals the pass: every block written is durable and readable. */
+  commit(): Promise<{ readonly location: string; readonly state: TargetState }>;
+  /** Gives up a pass that will not be resumed (e.g. deletes a pending snapshot). */
+  abort(): Promise<void>;
+}
+
+/** Where replication writes: a file, an EBS snapshot chain, a page blob. */
+export interface ReplicaTarget {
+  /** For messages, without credentials. */
+  readonly name: string;
+  readonly virtualSizeBytes: number;
+  /** Blocks this target needs: the manifest block size must be a multiple. Default 512. */
+  readonly alignmentBytes?: number;
+  /** Writes in flight. */
+  readonly concurrency?: number;
+  /** Starts a pass on top of what the target holds (`base` undefined: a new, all-zero target). */
+  begin(base: CommittedReplica | undefined): Promise<ReplicaPass>;
+  /**
+   * Reopens an interrupted pass from its journal. Undefined when that pass can no longer take
+   * writes (e.g. its pending snapshot expired): the rerun then starts a new pass from `base`.
+   */
+  resume(base: CommittedReplica | undefined, pending: PendingPass): Promise<ReplicaPass | undefined>;
+  /** Reads back what a committed pass left, for verification. */
+  openReadBack(committed: CommittedReplica): Promise<DiskSource>;
+}
+
+export interface ReplicateProgress {
+  readonly scannedBytes: number;
+  readonly virtualSizeBytes: number;
+  readonly blocksSent: number;
+  readonly bytesSent: number;
+}
+
+export interface ReplicateOptions {
+  readonly store: ReplicaStore;
+  /** Names this replica in the store, e.g. `web-1-disk0-aws`. */
+  readonly key: string;
+  /** Manifest block size for a new replica. @default 512 KiB */
+  readonly blockSizeBytes?: number;
+  readonly onProgress?: (progress: ReplicateProgress) => void;
+  readonly signal?: AbortSignal;
+  /** Told once per block written (tests count them; the CLI shows them). */
+  readonly onBlockSent?: (blockIndex: number, zero: boolean) => void;
+}
+
+export interface ReplicateResult {
+  readonly manifest: BlockManifest;
+  readonly location: string;
+  readonly targetState: TargetState;
+  /** Blocks written in this run (data and cleared). */
+  readonly blocksSent: number;
+  readonly blocksCleared: number;
+  /** Bytes of block data written in this run (cleared blocks count zero). */
+  readonly bytesSent: number;
+  /** Blocks the journal showed as already written by an interrupted run. */
+  readonly blocksResumed: number;
+  readonly resumed: boolean;
+  readonly seconds: number;
+  readonly passes: number;
+  /** The manifest's digest: what Pulumi state keeps, next to the store reference. */
+  readonly digest: string;
+  readonly reference: string;
+}
+
+/** Source bytes per read: whole blocks, enough to keep a file or a cloud source busy. */
+const READ_BYTES = 4 * 1024 * 1024;
+/** Writes in flight when the target does not say. */
+export const DEFAULT_REPLICA_CONCURRENCY = 8;
+/** Marks a block whose content on the target is unknown: no real SHA-256 equals it in practice. */
+const UNKNOWN_HASH = Buffer.alloc(32, 0xff);
+
+export async function replicate(source: DiskSource, target: ReplicaTarget, options: ReplicateOptions): Promise<ReplicateResult> {
+  const started = performance.now();
+  const { store, key } = options;
+  if (target.virtualSizeBytes !== source.virtualSizeBytes) {
+    throw new InvalidArgsError("REPLICA_SIZE_MISMATCH", `replicate to ${target.name}: the target holds ${target.virtualSizeBytes} bytes, the source ${source.virtualSizeBytes}`, {
+      context: { target: target.name, targetBytes: target.virtualSizeBytes, sourceBytes: source.virtualSizeBytes },
+    });
+  }
+  const committed = await store.loadCommitted(key);
+  const blockBytes = committed?.manifest.blockSizeBytes ?? options.blockSizeBytes ?? DEFAULT_MANIFEST_BLOCK_BYTES;
+  const alignment = target.alignmentBytes ?? 512;
+  if (blockBytes % alignment !== 0 || READ_BYTES % blockBytes !== 0) {
+    throw new InvalidArgsError("REPLICA_BLOCK_SIZE", `replicate to ${target.name}: a ${blockBytes}-byte block must be a multiple of ${alignment} and divide ${READ_BYTES}`);
+  }
+  if (committed !== undefined && committed.manifest.virtualSizeBytes !== source.virtualSizeBytes) {
+    throw new InvalidArgsError("REPLICA_SIZE_MISMATCH", `replicate ${key}: the replica holds ${committed.manifest.virtualSizeBytes} bytes, the source ${source.virtualSizeBytes}; resizing is not supported`);
+  }
+  const base = committed?.manifest ?? new BlockManifest(source.virtualSizeBytes, blockBytes);
+  const baseDigest = base.digest();
+  // `held` is what the target holds right now, updated as writes are acknowledged.
+  const held = base.clone();
+
+  let resumedPass: ReplicaPass | undefined;
+  let blocksResumed = 0;
+  const pending = await store.loadPending(key);
+  if (pending !== undefined && pending.baseDigest === baseDigest) {
+    resumedPass = await target.resume(committed, pending);
+    if (resumedPass !== undefined) {
+      for (const [index, { hash }] of pending.done) held.set(index, hash);
+      for (const index of pending.unknown) held.set(index, UNKNOWN_HASH);
+      blocksResumed = pending.done.size;
+    }
+  }
+  const resumed = resumedPass !== undefined;
+  const pass = resumedPass ?? (await target.begin(committed));
+  const journal = await store.openJournal(key);
+  try {
+    if (!resumed) journal.begin(baseDigest, pass.state);
+    const counters = { blocksSent: 0, blocksCleared: 0, bytesSent: 0 };
+    const limit = Math.max(1, target.concurrency ?? DEFAULT_REPLICA_CONCURRENCY);
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+
+    const send = async (index: number, data: Buffer, hash: Buffer | undefined): Promise<void> => {
+      while (inFlight.size >= limit) await Promise.race(inFlight);
+      if (failure !== undefined) throw failure;
+      options.signal?.throwIfAborted();
+      const zero = hash === undefined;
+      journal.send(index);
+      const write = pass.write(index, index * blockBytes, data, zero).then(
+        (receipt) => {
+          journal.done(index, hash, receipt);
+          held.set(index, hash);
+          counters.blocksSent++;
+          if (zero) counters.blocksCleared++;
+          else counters.bytesSent += data.length;
+          options.onBlockSent?.(index, zero);
+        },
+        (error: unknown) => {
+          failure ??= error;
+        },
+      );
+      const tracked = write.finally(() => inFlight.delete(tracked));
+      inFlight.add(tracked);
+    };
+
+    const zeroBlock = Buffer.alloc(blockBytes);
+    const blockLength = (index: number) => Math.min(blockBytes, source.virtualSizeBytes - index * blockBytes);
+    // Blocks the target holds as data, in order: those the source no longer has must be cleared.
+    const heldBlocks = held.dataBlocks();
+    let heldCursor = 0;
+    const clearHeldBefore = async (limitIndex: number) => {
+      while (heldCursor < heldBlocks.length && heldBlocks[heldCursor]! < limitIndex) {
+        const index = heldBlocks[heldCursor++]!;
+        if (held.hash(index) !== undefined) await send(index, zeroBlock.subarray(0, blockLength(index)), undefined);
+      }
+    };
+    const skipHeld = (index: number) => {
+      while (heldCursor < heldBlocks.length && heldBlocks[heldCursor]! <= index) heldCursor++;
+    };
+
+    let nextBlock = 0;
+    let scanned = 0;
+    for await (const extent of source.extents()) {
+      if (failure !== undefined) break;
+      const end = extent.offsetBytes + extent.lengthBytes;
+      if (extent.kind === "zero") {
+        scanned = end;
+        continue;
+      }
+      let block = Math.max(nextBlock, Math.floor(extent.offsetBytes / blockBytes));
+      while (block * blockBytes < end) {
+        if (failure !== undefined) break;
+        options.signal?.throwIfAborted();
+        await clearHeldBefore(block);
+        const start = block * blockBytes;
+        const length = Math.min(READ_BYTES, source.virtualSizeBytes - start, Math.ceil((end - start) / blockBytes) * blockBytes);
+        // A fresh buffer per read: its blocks may be in flight after the loop moves on.
+        const data = await source.read(start, length);
+        for (let at = 0; at < data.length; at += blockBytes, block++) {
+          const piece = data.subarray(at, Math.min(data.length, at + blockBytes));
+          const hash = blockHash(piece);
+          const before = held.hash(block);
+          skipHeld(block);
+          if (hash === undefined ? before === undefined : before?.equals(hash) === true) continue;
+          await send(block, piece, hash);
+        }
+        scanned = Math.min(source.virtualSizeBytes, block * blockBytes);
+        options.onProgress?.({ scannedBytes: scanned, virtualSizeBytes: source.virtualSizeBytes, ...counters });
+      }
+      nextBlock = block;
+    }
+    if (failure === undefined) await clearHeldBefore(Number.MAX_SAFE_INTEGER);
+    await Promise.all(inFlight);
+    if (failure !== undefined) throw failure;
+    options.onProgress?.({ scannedBytes: source.virtualSizeBytes, virtualSizeBytes: source.virtualSizeBytes, ...counters });
+
+    const sealed = await pass.commit();
+    const seconds = (performance.now() - started) / 1000;
+    const passes = (committed?.passes ?? 0) + 1;
+    const manifest = held;
+    await store.commit(key, {
+      manifest,
+      location: sealed.location,
+      targetState: sealed.state,
+      passes,
+      lastPass: { bytesSent: counters.bytesSent, blocksSent: counters.blocksSent, seconds, finishedAt: new Date().toISOString() },
+    });
+    return {
+      manifest,
+      location: sealed.location,
+      targetState: sealed.state,
+      ...counters,
+      blocksResumed,
+      resumed,
+      seconds,
+      passes,
+      digest: manifest.digest(),
+      reference: store.reference(key),
+    };
+  } finally {
+    journal.close();
+  }
+}
