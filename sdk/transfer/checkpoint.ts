@@ -10,6 +10,7 @@
 //     send   a block is about to be written: if no `done` follows, its content on the target is
 //            unknown and a resume rewrites it
 //     done   the target acknowledged the block: its manifest hash and the target's receipt
+//     seal   every write is done and the target's commit (e.g. CompleteSnapshot) starts
 // Committing writes the new state atomically (temp file + rename) and only then drops the
 // journal, so a crash in between leaves a journal whose base no longer matches: it is ignored.
 import { closeSync, openSync, writeSync } from "node:fs";
@@ -46,12 +47,16 @@ export interface PendingPass {
   readonly done: ReadonlyMap<number, { readonly hash: Buffer | undefined; readonly receipt?: string }>;
   /** Blocks sent without an acknowledgement: their content on the target is unknown. */
   readonly unknown: ReadonlySet<number>;
+  /** Every write was done and the target's commit had started (it may have finished). */
+  readonly sealing: boolean;
 }
 
 export interface PassJournal {
   begin(baseDigest: string, targetState: TargetState): void;
   send(blockIndex: number): void;
   done(blockIndex: number, hash: Buffer | undefined, receipt?: string): void;
+  /** Every write is done; the target's commit starts now. */
+  sealing(): void;
   close(): void;
 }
 
@@ -89,6 +94,7 @@ const committedSchema = z.object({
 const journalLine = z.discriminatedUnion("t", [
   z.object({ t: z.literal("begin"), base: z.string(), target: targetStateSchema }),
   z.object({ t: z.literal("send"), i: z.number().int().nonnegative() }),
+  z.object({ t: z.literal("seal") }),
   z.object({ t: z.literal("done"), i: z.number().int().nonnegative(), h: z.string().regex(/^[0-9a-f]{64}$/).nullable(), r: z.string().optional() }),
 ]);
 
@@ -126,6 +132,7 @@ export class FileReplicaStore implements ReplicaStore {
     let begin: { base: string; target: TargetState } | undefined;
     const done = new Map<number, { hash: Buffer | undefined; receipt?: string }>();
     const unknown = new Set<number>();
+    let sealing = false;
     for (const raw of text.split("\n")) {
       if (raw === "") continue;
       let value: unknown;
@@ -141,6 +148,9 @@ export class FileReplicaStore implements ReplicaStore {
         begin = { base: entry.base, target: entry.target };
         done.clear();
         unknown.clear();
+        sealing = false;
+      } else if (entry.t === "seal") {
+        sealing = true;
       } else if (entry.t === "send") {
         unknown.add(entry.i);
       } else {
@@ -149,7 +159,7 @@ export class FileReplicaStore implements ReplicaStore {
       }
     }
     if (begin === undefined) return undefined;
-    return { baseDigest: begin.base, targetState: begin.target, done, unknown };
+    return { baseDigest: begin.base, targetState: begin.target, done, unknown, sealing };
   }
 
   async openJournal(key: string): Promise<PassJournal> {
@@ -162,6 +172,7 @@ export class FileReplicaStore implements ReplicaStore {
     return {
       begin: (base, target) => append({ t: "begin", base, target }),
       send: (i) => append({ t: "send", i }),
+      sealing: () => append({ t: "seal" }),
       done: (i, hash, receipt) => append({ t: "done", i, h: hash === undefined ? null : hash.toString("hex"), ...(receipt === undefined ? {} : { r: receipt }) }),
       close: () => {
         if (!closed) closeSync(fd);

@@ -211,6 +211,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
     if (failure !== undefined) throw failure;
     options.onProgress?.({ scannedBytes: source.virtualSizeBytes, virtualSizeBytes: source.virtualSizeBytes, ...counters });
 
+    journal.sealing();
     const sealed = await pass.commit();
     const seconds = (performance.now() - started) / 1000;
     const passes = (committed?.passes ?? 0) + 1;

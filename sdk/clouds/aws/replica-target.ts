@@ -48,7 +48,7 @@ export function ebsReplica(options: EbsReplicaOptions): ReplicaTarget {
     return typeof chain === "string" && chain !== "" ? chain.split(",") : [];
   };
 
-  const makePass = (snapshotId: string, chain: readonly string[], receipts: Map<number, Buffer>): ReplicaPass => {
+  const makePass = (snapshotId: string, chain: readonly string[], receipts: Map<number, Buffer>, completed = false): ReplicaPass => {
     const state: TargetState = { [SNAPSHOT]: snapshotId, [CHAIN]: [snapshotId, ...chain].join(",") };
     return {
       state,
@@ -64,7 +64,7 @@ export function ebsReplica(options: EbsReplicaOptions): ReplicaTarget {
         return checksum.toString("base64");
       },
       async commit() {
-        await completeSnapshot(ebs, snapshotId, receipts);
+        if (!completed) await completeSnapshot(ebs, snapshotId, receipts);
         if (options.waitForCompletion !== false) await waitForSnapshotCompleted(ec2, snapshotId);
         return { location: snapshotId, state };
       },
@@ -92,7 +92,11 @@ export function ebsReplica(options: EbsReplicaOptions): ReplicaTarget {
       const out = await callAws({ operation: "DescribeSnapshots", code: "EC2_DESCRIBE_SNAPSHOTS_FAILED", context: { snapshotId } }, () =>
         ec2.send(new DescribeSnapshotsCommand({ SnapshotIds: [snapshotId] })),
       ).catch(() => undefined);
-      if (out?.Snapshots?.[0]?.State !== "pending") return undefined;
+      const state = out?.Snapshots?.[0]?.State;
+      // A snapshot we started and never sealed is still ours to write. (moto reports every
+      // snapshot "completed" at once; AWS says "pending" until CompleteSnapshot.)
+      if (state === undefined || state === "error" || state === "recoverable") return undefined;
+      if (state === "completed" && pending.sealing) return makePass(snapshotId, chainOf(base), new Map(), true);
       const receipts = new Map<number, Buffer>();
       for (const [index, { receipt }] of pending.done) if (receipt !== undefined) receipts.set(index, Buffer.from(receipt, "base64"));
       return makePass(snapshotId, chainOf(base), receipts);
