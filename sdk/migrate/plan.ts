@@ -7,7 +7,7 @@
 // rate is the last pass's if there was one, else the caller's figure for that target.
 import type { DiskSource } from "../disk/types.ts";
 import { blockHash, DEFAULT_MANIFEST_BLOCK_BYTES } from "../transfer/manifest.ts";
-import type { CommittedReplica } from "../transfer/checkpoint.ts";
+import type { CommittedReplica, PassFigures } from "../transfer/checkpoint.ts";
 
 export interface DiskPlanInput {
   readonly key: string;
@@ -59,13 +59,31 @@ export interface MigrationPlan {
 }
 
 const MiB = 1024 * 1024;
+const READ_BYTES = 4 * MiB;
+
+/**
+ * A pass's time is its scan (hashing every allocated block) plus its sends. The send rate is
+ * what is left after the scan, when that is a meaningful share of the pass; a small delta whose
+ * sends hid under the scan says nothing about the target's rate.
+ */
+function measuredSendRate(passes: readonly PassFigures[], scanRate: number): number | undefined {
+  let bytes = 0;
+  let seconds = 0;
+  for (const pass of passes) {
+    const sendSeconds = pass.seconds - (pass.scannedBytes ?? 0) / scanRate;
+    if (sendSeconds < pass.seconds * 0.25) continue;
+    bytes += pass.bytesSent;
+    seconds += sendSeconds;
+  }
+  return seconds > 0 ? bytes / seconds : undefined;
+}
 
 export async function planMigration(disks: readonly DiskPlanInput[], options: PlanOptions): Promise<MigrationPlan> {
   const sampleBytes = options.sampleBytes ?? 64 * MiB;
   const out: DiskPlan[] = [];
   let sampledBytes = 0;
   let sampledSeconds = 0;
-  let measuredSend: { bytes: number; seconds: number } = { bytes: 0, seconds: 0 };
+  const lastPasses: PassFigures[] = [];
   for (const disk of disks) {
     const { source, committed } = disk;
     const blockBytes = committed?.manifest.blockSizeBytes ?? DEFAULT_MANIFEST_BLOCK_BYTES;
@@ -73,34 +91,40 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
     let bytesToMove = 0;
     let blocksToMove = 0;
     const visited = new Set<number>();
+    let nextBlock = 0;
     for await (const extent of source.extents()) {
       if (extent.kind === "zero") continue;
       allocatedBytes += extent.lengthBytes;
-      const first = Math.floor(extent.offsetBytes / blockBytes);
-      const end = Math.ceil((extent.offsetBytes + extent.lengthBytes) / blockBytes);
-      for (let block = first; block < end; block++) {
-        if (visited.has(block)) continue;
-        visited.add(block);
+      const end = extent.offsetBytes + extent.lengthBytes;
+      let block = Math.max(nextBlock, Math.floor(extent.offsetBytes / blockBytes));
+      // Reads as replicate() does (4 MiB, whole blocks), so the measured rate is the pass's.
+      while (block * blockBytes < end) {
         const start = block * blockBytes;
-        const length = Math.min(blockBytes, source.virtualSizeBytes - start);
+        const length = Math.min(READ_BYTES, source.virtualSizeBytes - start, Math.ceil((end - start) / blockBytes) * blockBytes);
         const before = performance.now();
-        const hash = blockHash(await source.read(start, length));
+        const data = await source.read(start, length);
+        const hashes: Array<Buffer | undefined> = [];
+        for (let at = 0; at < data.length; at += blockBytes) hashes.push(blockHash(data.subarray(at, Math.min(data.length, at + blockBytes))));
         if (sampledBytes < sampleBytes) {
           sampledBytes += length;
           sampledSeconds += (performance.now() - before) / 1000;
         }
-        const held = committed?.manifest.hash(block);
-        if (hash === undefined ? held !== undefined : held?.equals(hash) !== true) {
-          blocksToMove++;
-          if (hash !== undefined) bytesToMove += length;
+        for (const [i, hash] of hashes.entries()) {
+          const index = block + i;
+          visited.add(index);
+          const held = committed?.manifest.hash(index);
+          if (hash === undefined ? held !== undefined : held?.equals(hash) !== true) {
+            blocksToMove++;
+            if (hash !== undefined) bytesToMove += Math.min(blockBytes, source.virtualSizeBytes - index * blockBytes);
+          }
         }
+        block += hashes.length;
       }
+      nextBlock = block;
     }
     // Blocks the replica holds that the source no longer has: cleared, no bytes.
     for (const block of committed?.manifest.dataBlocks() ?? []) if (!visited.has(block)) blocksToMove++;
-    if (committed?.lastPass !== undefined && committed.lastPass.bytesSent > 0) {
-      measuredSend = { bytes: measuredSend.bytes + committed.lastPass.bytesSent, seconds: measuredSend.seconds + committed.lastPass.seconds };
-    }
+    if (committed?.lastPass !== undefined && committed.lastPass.bytesSent > 0) lastPasses.push(committed.lastPass);
     out.push({
       key: disk.key,
       conversion: disk.conversion ?? `${source.format}${source.subformat === undefined ? "" : `(${source.subformat})`}`,
@@ -114,7 +138,7 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
   const allocated = out.reduce((sum, d) => sum + d.allocatedBytes, 0);
   const total = out.reduce((sum, d) => sum + d.bytesToMove, 0);
   const scanRate = sampledSeconds > 0 ? sampledBytes / sampledSeconds : 1024 * MiB;
-  const sendRate = measuredSend.seconds > 0 ? measuredSend.bytes / measuredSend.seconds : (options.defaultSendBytesPerSecond ?? 100 * MiB);
+  const sendRate = measuredSendRate(lastPasses, scanRate) ?? options.defaultSendBytesPerSecond ?? 100 * MiB;
   const stop = options.stopSeconds ?? 10;
   const boot = options.bootSeconds ?? 30;
   const scan = allocated / scanRate;

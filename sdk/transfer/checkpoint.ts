@@ -24,6 +24,8 @@ export type TargetState = Readonly<Record<string, string | number | boolean>>;
 
 export interface PassFigures {
   readonly bytesSent: number;
+  /** Source bytes read and hashed. */
+  readonly scannedBytes?: number;
   readonly blocksSent: number;
   readonly seconds: number;
   readonly finishedAt: string;
@@ -89,7 +91,7 @@ const committedSchema = z.object({
   location: z.string(),
   targetState: targetStateSchema,
   passes: z.number().int().nonnegative(),
-  lastPass: z.object({ bytesSent: z.number(), blocksSent: z.number(), seconds: z.number(), finishedAt: z.string() }).optional(),
+  lastPass: z.object({ bytesSent: z.number(), scannedBytes: z.number().optional(), blocksSent: z.number(), seconds: z.number(), finishedAt: z.string() }).optional(),
 });
 const journalLine = z.discriminatedUnion("t", [
   z.object({ t: z.literal("begin"), base: z.string(), target: targetStateSchema }),

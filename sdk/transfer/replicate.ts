@@ -133,6 +133,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
   try {
     if (!resumed) journal.begin(baseDigest, pass.state);
     const counters = { blocksSent: 0, blocksCleared: 0, bytesSent: 0 };
+    let bytesRead = 0;
     const limit = Math.max(1, target.concurrency ?? DEFAULT_REPLICA_CONCURRENCY);
     const inFlight = new Set<Promise<void>>();
     let failure: unknown;
@@ -193,6 +194,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
         const length = Math.min(READ_BYTES, source.virtualSizeBytes - start, Math.ceil((end - start) / blockBytes) * blockBytes);
         // A fresh buffer per read: its blocks may be in flight after the loop moves on.
         const data = await source.read(start, length);
+        bytesRead += data.length;
         for (let at = 0; at < data.length; at += blockBytes, block++) {
           const piece = data.subarray(at, Math.min(data.length, at + blockBytes));
           const hash = blockHash(piece);
@@ -221,7 +223,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       location: sealed.location,
       targetState: sealed.state,
       passes,
-      lastPass: { bytesSent: counters.bytesSent, blocksSent: counters.blocksSent, seconds, finishedAt: new Date().toISOString() },
+      lastPass: { bytesSent: counters.bytesSent, scannedBytes: bytesRead, blocksSent: counters.blocksSent, seconds, finishedAt: new Date().toISOString() },
     });
     return {
       manifest,
