@@ -8,17 +8,16 @@
 process.env.UV_THREADPOOL_SIZE ??= "16";
 import { rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import cliProgress from "cli-progress";
-import { InvalidArgsError, isPortableError } from "../errors.ts";
+import { isPortableError } from "../errors.ts";
 import { isEbsUrl, parseEbsUrl } from "../clouds/aws/url.ts";
 import { compareDisks } from "../disk/compare.ts";
-import { convert, type ConvertProgress } from "../disk/convert.ts";
+import { convert } from "../disk/convert.ts";
 import { formatByName } from "../disk/formats/index.ts";
 import { createFileTarget, streamTarget } from "../disk/io.ts";
-import { openDisk } from "../disk/open.ts";
 import { summarize } from "../disk/summary.ts";
-import type { DiskSource } from "../disk/types.ts";
 import { displayName, isAzureDiskUrl } from "../clouds/azure/url.ts";
+import { EXIT_DIFFERENT, EXIT_ERROR, formatBytes, progressReporter, setUsage, usageError, withDisk, writerOptions } from "./common.ts";
+import { planCommand, replicateCommand, REPLICATE_USAGE } from "./replicate.ts";
 import { describeOvaStream, describePackage } from "../ovf/describe.ts";
 
 const USAGE = `usage: portable <command> [options]
@@ -44,83 +43,10 @@ const USAGE = `usage: portable <command> [options]
                                            problems ('-' reads an OVA streamed on stdin); exit 1
                                            if the manifest fails or a system makes no valid Workload
 
+${REPLICATE_USAGE}
+
 formats: raw, vmdk, vhd (alias vpc), vhdx, qcow2`;
-
-/** Exit codes, as qemu-img compare uses them: 0 same, 1 different, 2 error. */
-const EXIT_DIFFERENT = 1;
-const EXIT_ERROR = 2;
-/** Without a TTY, one progress line per this interval keeps CI logs readable. */
-const PROGRESS_LINE_INTERVAL_MS = 5_000;
-
-function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
-
-function usageError(message: string): never {
-  throw new InvalidArgsError("USAGE", `${message}\n\n${USAGE}`);
-}
-
-async function withDisk<T>(path: string, format: string | undefined, fn: (disk: DiskSource) => Promise<T>): Promise<T> {
-  const disk = isEbsUrl(path)
-    ? await (await import("../clouds/aws/open-url.ts")).openEbsUrl(path)
-    : isAzureDiskUrl(path)
-      ? await (await import("../clouds/azure/open-url.ts")).openAzureDiskSource(path)
-      : await openDisk(path, format === undefined ? {} : { format: formatByName(format).name });
-  try {
-    return await fn(disk);
-  } finally {
-    await disk.close();
-  }
-}
-
-function writerOptions(pairs: readonly string[]): Record<string, string> {
-  const options: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) usageError(`-o expects key=value, got "${pair}"`);
-    options[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return options;
-}
-
-function progressReporter(label: string): { update(p: ConvertProgress): void; stop(): void } {
-  if (process.stderr.isTTY) {
-    const bar = new cliProgress.SingleBar(
-      { format: `${label} [{bar}] {percentage}% | {done} of {total} | {written} written`, stream: process.stderr, hideCursor: true },
-      cliProgress.Presets.shades_classic,
-    );
-    let started = false;
-    return {
-      update(p) {
-        const payload = { done: formatBytes(p.doneBytes), total: formatBytes(p.totalBytes), written: formatBytes(p.dataBytesWritten) };
-        if (!started) bar.start(p.totalBytes, 0, payload);
-        started = true;
-        bar.update(p.doneBytes, payload);
-      },
-      stop: () => started && bar.stop(),
-    };
-  }
-  let last = 0;
-  return {
-    update(p) {
-      const now = Date.now();
-      if (now - last < PROGRESS_LINE_INTERVAL_MS && p.doneBytes < p.totalBytes) return;
-      last = now;
-      const percent = p.totalBytes === 0 ? 100 : Math.floor((p.doneBytes / p.totalBytes) * 100);
-      process.stderr.write(
-        `${label}: ${percent}% (${formatBytes(p.doneBytes)} of ${formatBytes(p.totalBytes)}), ${formatBytes(p.dataBytesWritten)} written\n`,
-      );
-    },
-    stop: () => {},
-  };
-}
+setUsage(USAGE);
 
 async function inspectCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: "boolean" }, f: { type: "string" } } });
@@ -317,6 +243,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   convert: convertCommand,
   compare: compareCommand,
   ovf: ovfCommand,
+  replicate: replicateCommand,
+  plan: planCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -8,6 +8,7 @@
 import type { DiskSource } from "../disk/types.ts";
 import { blockHash, DEFAULT_MANIFEST_BLOCK_BYTES } from "../transfer/manifest.ts";
 import type { CommittedReplica, PassFigures } from "../transfer/checkpoint.ts";
+import { formatBytes } from "../units.ts";
 
 export interface DiskPlanInput {
   readonly key: string;
@@ -168,13 +169,3 @@ export function describePlan(plan: MigrationPlan): string {
   ].join("\n");
 }
 
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}

@@ -1,0 +1,86 @@
+// Shared by the `portable` subcommands: byte formatting, usage errors, progress, opening disks.
+import cliProgress from "cli-progress";
+import { InvalidArgsError } from "../errors.ts";
+import { isEbsUrl } from "../clouds/aws/url.ts";
+import { isAzureDiskUrl } from "../clouds/azure/url.ts";
+import type { ConvertProgress } from "../disk/convert.ts";
+import { formatByName } from "../disk/formats/index.ts";
+import { openDisk } from "../disk/open.ts";
+import type { DiskSource } from "../disk/types.ts";
+import { formatBytes } from "../units.ts";
+
+export { formatBytes };
+
+/** Exit codes, as qemu-img compare uses them: 0 same, 1 different, 2 error. */
+export const EXIT_DIFFERENT = 1;
+export const EXIT_ERROR = 2;
+/** Without a TTY, one progress line per this interval keeps CI logs readable. */
+const PROGRESS_LINE_INTERVAL_MS = 5_000;
+
+
+let usageText = "";
+
+/** The top-level usage, appended to usage errors. */
+export function setUsage(text: string): void {
+  usageText = text;
+}
+
+export function usageError(message: string, usage: string = usageText): never {
+  throw new InvalidArgsError("USAGE", `${message}\n\n${usage}`);
+}
+
+export async function withDisk<T>(path: string, format: string | undefined, fn: (disk: DiskSource) => Promise<T>): Promise<T> {
+  const disk = isEbsUrl(path)
+    ? await (await import("../clouds/aws/open-url.ts")).openEbsUrl(path)
+    : isAzureDiskUrl(path)
+      ? await (await import("../clouds/azure/open-url.ts")).openAzureDiskSource(path)
+      : await openDisk(path, format === undefined ? {} : { format: formatByName(format).name });
+  try {
+    return await fn(disk);
+  } finally {
+    await disk.close();
+  }
+}
+
+export function writerOptions(pairs: readonly string[]): Record<string, string> {
+  const options: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) usageError(`-o expects key=value, got "${pair}"`);
+    options[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return options;
+}
+
+export function progressReporter(label: string): { update(p: ConvertProgress): void; stop(): void } {
+  if (process.stderr.isTTY) {
+    const bar = new cliProgress.SingleBar(
+      { format: `${label} [{bar}] {percentage}% | {done} of {total} | {written} written`, stream: process.stderr, hideCursor: true },
+      cliProgress.Presets.shades_classic,
+    );
+    let started = false;
+    return {
+      update(p) {
+        const payload = { done: formatBytes(p.doneBytes), total: formatBytes(p.totalBytes), written: formatBytes(p.dataBytesWritten) };
+        if (!started) bar.start(p.totalBytes, 0, payload);
+        started = true;
+        bar.update(p.doneBytes, payload);
+      },
+      stop: () => started && bar.stop(),
+    };
+  }
+  let last = 0;
+  return {
+    update(p) {
+      const now = Date.now();
+      if (now - last < PROGRESS_LINE_INTERVAL_MS && p.doneBytes < p.totalBytes) return;
+      last = now;
+      const percent = p.totalBytes === 0 ? 100 : Math.floor((p.doneBytes / p.totalBytes) * 100);
+      process.stderr.write(
+        `${label}: ${percent}% (${formatBytes(p.doneBytes)} of ${formatBytes(p.totalBytes)}), ${formatBytes(p.dataBytesWritten)} written\n`,
+      );
+    },
+    stop: () => {},
+  };
+}
+
