@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# time: GNU time measures wall time and peak RSS in the benchmarks.
+# time: GNU time measures wall time and peak RSS in the benchmarks. busybox … fuse3 build the
+# test guests (boot images, inspection images) without loop mounts; libvirt-clients validates
+# rendered domain XML.
 APT_PACKAGES=(qemu-utils qemu-system-x86 ovmf bzip2 time
   busybox-static cpio syslinux syslinux-common extlinux mtools dosfstools grub-efi-amd64-bin grub-pc-bin grub-common
-  e2fsprogs fdisk gdisk xfsprogs btrfs-progs ntfs-3g libvirt-clients)
+  e2fsprogs fdisk gdisk xfsprogs btrfs-progs ntfs-3g libvirt-clients xz-utils zstd fuse3)
 PULUMI_VERSION=$(awk '$1 == "github.com/pulumi/pulumi/pkg/v3" { sub(/^v/, "", $2); print $2 }' tools/pulumi/go.mod)
 PULUMI_BIN="$HOME/.pulumi/versions/$PULUMI_VERSION/bin"
 GOVMOMI_VERSION=$(awk '$1 == "github.com/vmware/govmomi" { print $2 }' tools/vcsim/go.mod)
@@ -99,6 +101,18 @@ moto() {
   .tools/venv/bin/pip install --quiet --disable-pip-version-check -r tools/moto/requirements.txt
 }
 
+guest_kernel() {
+  # Test guests boot and are inspected with Debian's own kernel package, unpacked, never installed.
+  local name
+  name=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -1)
+  if ls .tools/cache/"$name"_*_amd64.deb >/dev/null 2>&1; then
+    skip "$name"
+    return
+  fi
+  mkdir -p .tools/cache
+  (cd .tools/cache && apt-get download "$name")
+}
+
 azurite() {
   [ -x node_modules/.bin/azurite-blob ] || { echo "setup: azurite-blob missing after npm ci" >&2; exit 1; }
   echo "    azurite $(node_modules/.bin/node -p 'require("./node_modules/azurite/package.json").version') (npm devDependency)"
@@ -110,4 +124,5 @@ step "Pulumi CLI v$PULUMI_VERSION" pulumi_cli
 step "vcsim (govmomi $GOVMOMI_VERSION)" vcsim
 step "moto $MOTO_VERSION" moto
 step "Azurite" azurite
+step "guest kernel" guest_kernel
 echo "==> setup done in $(seconds_since "$total_start")"

@@ -1,12 +1,9 @@
 // Shared by the `portable` subcommands: byte formatting, usage errors, progress, opening disks.
 import cliProgress from "cli-progress";
 import { InvalidArgsError } from "../errors.ts";
-import { isEbsUrl } from "../clouds/aws/url.ts";
-import { isAzureDiskUrl } from "../clouds/azure/url.ts";
 import type { ConvertProgress } from "../disk/convert.ts";
-import { formatByName } from "../disk/formats/index.ts";
-import { openDisk } from "../disk/open.ts";
 import type { DiskSource } from "../disk/types.ts";
+import { openSource } from "../transfer/open-source.ts";
 import { formatBytes } from "../units.ts";
 
 export { formatBytes };
@@ -30,11 +27,7 @@ export function usageError(message: string, usage: string = usageText): never {
 }
 
 export async function withDisk<T>(path: string, format: string | undefined, fn: (disk: DiskSource) => Promise<T>): Promise<T> {
-  const disk = isEbsUrl(path)
-    ? await (await import("../clouds/aws/open-url.ts")).openEbsUrl(path)
-    : isAzureDiskUrl(path)
-      ? await (await import("../clouds/azure/open-url.ts")).openAzureDiskSource(path)
-      : await openDisk(path, format === undefined ? {} : { format: formatByName(format).name });
+  const disk = await openSource(path, format);
   try {
     return await fn(disk);
   } finally {

@@ -18,11 +18,13 @@ import { summarize } from "../disk/summary.ts";
 import { displayName, isAzureDiskUrl } from "../clouds/azure/url.ts";
 import { EXIT_DIFFERENT, EXIT_ERROR, formatBytes, progressReporter, setUsage, usageError, withDisk, writerOptions } from "./common.ts";
 import { planCommand, replicateCommand, REPLICATE_USAGE } from "./replicate.ts";
+import { INSPECT_GUEST_USAGE, inspectGuestCommand } from "./inspect-guest.ts";
 import { describeOvaStream, describePackage } from "../ovf/describe.ts";
 
 const USAGE = `usage: portable <command> [options]
 
   inspect <image> [--json] [-f fmt]        format, virtual size, allocated bytes, extents
+  ${INSPECT_GUEST_USAGE}
   convert <in> <out> -O <fmt> [-f fmt] [-o key=value]... [--overwrite] [--concurrency N]
                                            stream any format into another ('-' writes to stdout)
   convert <in> ebs://?region=R[&key=value]...
@@ -49,6 +51,7 @@ formats: raw, vmdk, vhd (alias vpc), vhdx, qcow2`;
 setUsage(USAGE);
 
 async function inspectCommand(args: string[]): Promise<number> {
+  if (args.some((a) => a === "--guest" || a.startsWith("--guest="))) return inspectGuestCommand(args);
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: "boolean" }, f: { type: "string" } } });
   const [path] = positionals;
   if (path === undefined || positionals.length > 1) usageError("inspect takes one image");
