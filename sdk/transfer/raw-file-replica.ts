@@ -2,7 +2,7 @@
 // so a pass touches only the changed blocks and a resumed pass simply continues. A new target
 // is created sparse (truncated to the virtual size). The local placement keeps its replicas
 // this way; QEMU boots a raw file directly.
-import { open, type FileHandle } from "node:fs/promises";
+import { open, rm, type FileHandle } from "node:fs/promises";
 import { InvalidArgsError } from "../errors.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { openDisk } from "../disk/open.ts";
@@ -58,5 +58,6 @@ export function rawFileReplica(options: RawFileReplicaOptions): ReplicaTarget {
     begin: (base) => openPass(base === undefined),
     resume: async () => openPass(false),
     openReadBack: (_committed: CommittedReplica): Promise<DiskSource> => openDisk(path, { format: "raw" }),
+    destroy: () => rm(path, { force: true }),
   };
 }

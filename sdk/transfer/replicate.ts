@@ -47,6 +47,8 @@ export interface ReplicaTarget {
   resume(base: CommittedReplica | undefined, pending: PendingPass): Promise<ReplicaPass | undefined>;
   /** Reads back what a committed pass left, for verification. */
   openReadBack(committed: CommittedReplica): Promise<DiskSource>;
+  /** Deletes what the replica holds (file, snapshot chain, blob). Missing pieces are not an error. */
+  destroy(committed: CommittedReplica | undefined): Promise<void>;
 }
 
 export interface ReplicateProgress {

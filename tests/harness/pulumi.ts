@@ -16,7 +16,8 @@ export interface InlineStack {
   cleanup(): Promise<void>;
 }
 
-export async function createInlineStack(projectName: string, program: PulumiFn): Promise<InlineStack> {
+/** `env` reaches the engine and the provider processes (e.g. emulator credentials). */
+export async function createInlineStack(projectName: string, program: PulumiFn, env: Readonly<Record<string, string>> = {}): Promise<InlineStack> {
   if (!existsSync(TOOLS.pulumi)) {
     throw new Error(`pulumi: ${TOOLS.pulumi} is not installed; run \`npm run setup\``);
   }
@@ -42,6 +43,7 @@ export async function createInlineStack(projectName: string, program: PulumiFn):
           // @pulumi/pulumi from its working directory, a temp dir here. Point both at ours.
           PATH: [dirname(process.execPath), process.env.PATH ?? ""].join(delimiter),
           NODE_PATH: join(REPO_ROOT, "node_modules"),
+          ...env,
         },
       },
     );

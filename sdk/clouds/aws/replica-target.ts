@@ -104,6 +104,15 @@ export function ebsReplica(options: EbsReplicaOptions): ReplicaTarget {
     async openReadBack(committed) {
       return openEbsChain(ebs, chainOf(committed), committed.manifest.virtualSizeBytes);
     },
+    async destroy(committed) {
+      for (const snapshotId of chainOf(committed)) {
+        await callAws({ operation: "DeleteSnapshot", code: "EC2_DELETE_SNAPSHOT_FAILED", context: { snapshotId } }, () =>
+          ec2.send(new DeleteSnapshotCommand({ SnapshotId: snapshotId })),
+        ).catch((error: unknown) => {
+          if (!/NotFound/.test(String((error as Error).message))) throw error;
+        });
+      }
+    },
   };
 }
 

@@ -88,5 +88,8 @@ export function pageBlobReplica(options: PageBlobReplicaOptions): ReplicaTarget 
       return makePass(pending.targetState.footer !== true);
     },
     openReadBack: (_committed: CommittedReplica) => openPageBlobSource(client, options),
+    async destroy() {
+      await azureCall({ operation: "Delete Blob", blob: name }, () => client.deleteIfExists({ deleteSnapshots: "include" }), options);
+    },
   };
 }

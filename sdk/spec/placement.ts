@@ -1,0 +1,135 @@
+// Where a workload runs (its placement) and how it moves (its migration policy): the rest of the
+// Workload component's arguments, validated with zod like the spec itself so that a preview
+// fails with every problem and its path at once.
+//
+// Credentials are not part of a placement: AWS and Azure come from their SDKs' default chains
+// (environment, profiles, managed identity), the vCenter password is a separate secret input.
+import { z } from "zod";
+import { issuesOf, workloadSchema, WorkloadValidationError, type SpecIssue, type Workload } from "./workload.ts";
+
+const absoluteOrRelativePath = z.string().min(1).refine((p) => !p.includes("\0"), "must be a path");
+
+export const localPlacementSchema = z
+  .object({
+    kind: z.literal("local"),
+    /** The local datastore: disks (raw), machine definitions, pid files and QMP sockets. */
+    dir: absoluteOrRelativePath,
+    /** Start the machine after placing its disks. @default true */
+    start: z.boolean().default(true),
+    /** Text the guest prints on its serial console once up: the health check. */
+    bootMarker: z.string().min(1).optional(),
+  })
+  .strict();
+
+export const vspherePlacementSchema = z
+  .object({
+    kind: z.literal("vsphere"),
+    /** The SDK endpoint, e.g. https://vcenter.example.com/sdk */
+    url: z.url(),
+    username: z.string().min(1),
+    datacenter: z.string().min(1),
+    datastore: z.string().min(1),
+    /** Path on the datastore for this workload's files. @default the workload name */
+    folder: z.string().min(1).optional(),
+    resourcePool: z.string().min(1).optional(),
+    host: z.string().min(1).optional(),
+    /** Workload network name → vSphere port group; names not listed are used as they are. */
+    networks: z.record(z.string(), z.string()).default({}),
+    /** PEM of a CA or the server certificate to trust (TLS verification stays on). */
+    caPem: z.string().min(1).optional(),
+    /** SHA-256 (or SHA-1) fingerprint to pin, hex with or without colons. */
+    thumbprint: z.string().min(1).optional(),
+    /** Turns TLS verification off. Never the default. */
+    insecure: z.boolean().default(false),
+    powerOn: z.boolean().default(true),
+  })
+  .strict();
+
+export const awsPlacementSchema = z
+  .object({
+    kind: z.literal("aws"),
+    region: z.string().min(1),
+    /** An endpoint override (an emulator, a VPC endpoint). */
+    endpoint: z.url().optional(),
+    /** Overrides the mapped instance type. */
+    instanceType: z.string().min(1).optional(),
+    subnetId: z.string().min(1).optional(),
+    securityGroupIds: z.array(z.string().min(1)).default([]),
+    keyName: z.string().min(1).optional(),
+    kmsKeyArn: z.string().min(1).optional(),
+    /** Create the AMI and the instance (off: only the snapshots). @default true */
+    launch: z.boolean().default(true),
+  })
+  .strict();
+
+export const azurePlacementSchema = z
+  .object({
+    kind: z.literal("azure"),
+    location: z.string().min(1),
+    resourceGroupName: z.string().min(1),
+    /** The storage account and container the page blobs go to (Import flow). */
+    storageAccount: z.string().min(1),
+    container: z.string().min(1),
+    /** ARM id of the storage account, for the Import disk's storageAccountId. */
+    storageAccountId: z.string().min(1),
+    /** Overrides the mapped VM size. */
+    vmSize: z.string().min(1).optional(),
+    /** ARM id of the NIC the VM uses. */
+    networkInterfaceId: z.string().min(1).optional(),
+    /** Create the managed disks and the VM (off: only the blobs). @default true */
+    launch: z.boolean().default(true),
+  })
+  .strict();
+
+export const placementSchema = z.discriminatedUnion("kind", [localPlacementSchema, vspherePlacementSchema, awsPlacementSchema, azurePlacementSchema]);
+export type Placement = z.infer<typeof placementSchema>;
+export type PlacementInput = z.input<typeof placementSchema>;
+export type PlacementKind = Placement["kind"];
+
+export const migrationPolicySchema = z
+  .object({
+    /** warm: copy while the source runs, then a short cutover; cold: stop first, copy once. */
+    mode: z.enum(["warm", "cold"]).default("warm"),
+    /** Run the cutover (stop the source, final delta, start the target). Off: copy only. */
+    cutover: z.boolean().default(true),
+    /** After a migration the source is kept stopped (flipping back is incremental) or deleted. */
+    source: z.enum(["keep", "delete"]).default("keep"),
+    /** Warm passes before cutover at most. */
+    maxPasses: z.number().int().min(1).max(20).default(3),
+    /** Read-back verification after each copy. */
+    verify: z.enum(["full", "sampled", "none"]).default("sampled"),
+  })
+  .strict();
+export type MigrationPolicy = z.infer<typeof migrationPolicySchema>;
+export type MigrationPolicyInput = z.input<typeof migrationPolicySchema>;
+
+export interface WorkloadArgsInput {
+  readonly spec: unknown;
+  readonly placement: unknown;
+  readonly migration?: unknown;
+}
+
+export interface ValidWorkloadArgs {
+  readonly spec: Workload;
+  readonly placement: Placement;
+  readonly migration: MigrationPolicy;
+}
+
+/** Validates all three parts and reports every issue, each with its path (spec.…, placement.…). */
+export function parseWorkloadArgs(args: WorkloadArgsInput, what = "Workload"): ValidWorkloadArgs {
+  const issues: SpecIssue[] = [];
+  const prefix = (p: string, list: readonly SpecIssue[]) => list.map((i) => ({ ...i, path: i.path === "" ? p : `${p}.${i.path}` }));
+  const spec = workloadSchema.safeParse(args.spec);
+  if (!spec.success) issues.push(...prefix("spec", issuesOf(spec.error)));
+  const placement = placementSchema.safeParse(args.placement);
+  if (!placement.success) issues.push(...prefix("placement", issuesOf(placement.error)));
+  const migration = migrationPolicySchema.safeParse(args.migration ?? {});
+  if (!migration.success) issues.push(...prefix("migration", issuesOf(migration.error)));
+  if (spec.success) {
+    spec.data.disks.forEach((disk, index) => {
+      if (disk.source === undefined) issues.push({ code: "custom", path: `spec.disks.${index}.source`, message: "a disk to place needs a source (blank disks are not supported yet)" });
+    });
+  }
+  if (issues.length > 0 || !spec.success || !placement.success || !migration.success) throw new WorkloadValidationError(what, issues);
+  return { spec: spec.data, placement: placement.data, migration: migration.data };
+}
