@@ -45,10 +45,16 @@ export function writerOptions(pairs: readonly string[]): Record<string, string> 
   return options;
 }
 
-export function progressReporter(label: string): { update(p: ConvertProgress): void; stop(): void } {
-  if (process.stderr.isTTY) {
+/** Where progress goes: process.stderr, or a test's stream. */
+export interface ProgressStream {
+  readonly isTTY?: boolean;
+  write(text: string): unknown;
+}
+
+export function progressReporter(label: string, stderr: ProgressStream = process.stderr): { update(p: ConvertProgress): void; stop(): void } {
+  if (stderr.isTTY === true) {
     const bar = new cliProgress.SingleBar(
-      { format: `${label} [{bar}] {percentage}% | {done} of {total} | {written} written`, stream: process.stderr, hideCursor: true },
+      { format: `${label} [{bar}] {percentage}% | {done} of {total} | {written} written`, stream: stderr as NodeJS.WritableStream, hideCursor: true },
       cliProgress.Presets.shades_classic,
     );
     let started = false;
@@ -69,7 +75,7 @@ export function progressReporter(label: string): { update(p: ConvertProgress): v
       if (now - last < PROGRESS_LINE_INTERVAL_MS && p.doneBytes < p.totalBytes) return;
       last = now;
       const percent = p.totalBytes === 0 ? 100 : Math.floor((p.doneBytes / p.totalBytes) * 100);
-      process.stderr.write(
+      stderr.write(
         `${label}: ${percent}% (${formatBytes(p.doneBytes)} of ${formatBytes(p.totalBytes)}), ${formatBytes(p.dataBytesWritten)} written\n`,
       );
     },

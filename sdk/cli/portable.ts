@@ -46,6 +46,9 @@ const USAGE = `usage: portable <command> [options]
                                            if the manifest fails or a system makes no valid Workload
 
 ${REPLICATE_USAGE}
+  vsphere ls [--json] | copy-disk <vm> <diskIndex|label> <out> [-O fmt]
+                                           list vSphere VMs / copy a VM's disk (VSPHERE_URL,
+                                           VSPHERE_USERNAME, VSPHERE_PASSWORD; see \`portable vsphere --help\`)
 
 formats: raw, vmdk, vhd (alias vpc), vhdx, qcow2`;
 setUsage(USAGE);
@@ -248,6 +251,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   ovf: ovfCommand,
   replicate: replicateCommand,
   plan: planCommand,
+  // Loaded on use: the SOAP client is only needed for vSphere.
+  vsphere: async (args) => (await import("./vsphere.ts")).runVsphereCommand(args),
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -4,15 +4,15 @@
 import { readFile, rm } from "node:fs/promises";
 import type { Writable } from "node:stream";
 import { parseArgs } from "node:util";
-import cliProgress from "cli-progress";
 import { VsphereClient } from "../clouds/vsphere/client.ts";
 import { openDatastoreDisk, parseDatastorePath } from "../clouds/vsphere/datastore.ts";
 import { findVm, listVms } from "../clouds/vsphere/inventory.ts";
 import { datacenterOf, pickDisk, powerState, readVmConfig, withSnapshot, type VmDisk } from "../clouds/vsphere/vm.ts";
-import { convert, type ConvertProgress } from "../disk/convert.ts";
+import { convert } from "../disk/convert.ts";
 import { formatByName } from "../disk/formats/index.ts";
 import { createFileTarget } from "../disk/io.ts";
 import { InvalidArgsError, isPortableError } from "../errors.ts";
+import { formatBytes, progressReporter } from "./common.ts";
 
 export const VSPHERE_USAGE = `usage: portable vsphere <command> [connection options]
 
@@ -37,7 +37,6 @@ export interface VsphereIo {
 }
 
 const EXIT_ERROR = 2;
-const PROGRESS_LINE_INTERVAL_MS = 5_000;
 
 const CONNECTION_OPTIONS = {
   url: { type: "string" },
@@ -52,16 +51,6 @@ function usageError(message: string): never {
   throw new InvalidArgsError("USAGE", `${message}\n\n${VSPHERE_USAGE}`);
 }
 
-function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
 
 interface ConnectionValues {
   readonly url?: string | undefined;
@@ -93,35 +82,6 @@ async function connectFrom(values: ConnectionValues, env: NodeJS.ProcessEnv): Pr
   });
 }
 
-function progressReporter(label: string, stderr: VsphereIo["stderr"]): { update(p: ConvertProgress): void; stop(): void } {
-  if (stderr.isTTY === true) {
-    const bar = new cliProgress.SingleBar(
-      { format: `${label} [{bar}] {percentage}% | {done} of {total} | {written} written`, stream: stderr, hideCursor: true },
-      cliProgress.Presets.shades_classic,
-    );
-    let started = false;
-    return {
-      update(p) {
-        const payload = { done: formatBytes(p.doneBytes), total: formatBytes(p.totalBytes), written: formatBytes(p.dataBytesWritten) };
-        if (!started) bar.start(p.totalBytes, 0, payload);
-        started = true;
-        bar.update(p.doneBytes, payload);
-      },
-      stop: () => started && bar.stop(),
-    };
-  }
-  let last = 0;
-  return {
-    update(p) {
-      const now = Date.now();
-      if (now - last < PROGRESS_LINE_INTERVAL_MS && p.doneBytes < p.totalBytes) return;
-      last = now;
-      const percent = p.totalBytes === 0 ? 100 : Math.floor((p.doneBytes / p.totalBytes) * 100);
-      stderr.write(`${label}: ${percent}% (${formatBytes(p.doneBytes)} of ${formatBytes(p.totalBytes)}), ${formatBytes(p.dataBytesWritten)} written\n`);
-    },
-    stop: () => {},
-  };
-}
 
 async function withClient<T>(values: ConnectionValues, env: NodeJS.ProcessEnv, fn: (client: VsphereClient) => Promise<T>): Promise<T> {
   const client = await connectFrom(values, env);

@@ -14,9 +14,14 @@ export interface Vcsim {
   stop(): Promise<void>;
 }
 
-export async function startVcsim(extraArgs: readonly string[] = []): Promise<Vcsim> {
+export interface VcsimOptions {
+  /** The login password; a random one by default (tests of escaping pass one with XML specials). */
+  readonly password?: string;
+}
+
+export async function startVcsim(extraArgs: readonly string[] = [], options: VcsimOptions = {}): Promise<Vcsim> {
   const username = "pw-admin";
-  const password = randomBytes(12).toString("base64url");
+  const password = options.password ?? randomBytes(12).toString("base64url");
   const service = await startService({
     name: "vcsim",
     command: TOOLS.vcsim,
