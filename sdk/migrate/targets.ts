@@ -1,0 +1,48 @@
+// Where each disk of a workload lives on a placement, as a target string the replica openers
+// understand (transfer/open-replica.ts), and how a spec's disk source becomes a source string.
+import { resolve } from "node:path";
+import { NotCapableError } from "../errors.ts";
+import type { Placement } from "../spec/placement.ts";
+import type { DiskSourceRef } from "../spec/workload.ts";
+
+/** File-name-safe form of a workload or disk name. */
+export function plainName(text: string): string {
+  return text.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[-.]+/, "") || "x";
+}
+
+export function diskTargetFor(placement: Placement, workload: string, diskId: string): string {
+  const name = `${plainName(workload)}-${plainName(diskId)}`;
+  switch (placement.kind) {
+    case "local":
+      return resolve(placement.dir, `${name}.raw`);
+    case "aws": {
+      const params = new URLSearchParams({ region: placement.region });
+      if (placement.endpoint !== undefined) params.set("endpoint", placement.endpoint);
+      if (placement.kmsKeyArn !== undefined) params.set("kms", placement.kmsKeyArn);
+      params.set("description", `portable-workload ${workload} ${diskId}`);
+      return `ebs://?${params.toString()}`;
+    }
+    case "azure":
+      return `azblob://${placement.storageAccount}/${placement.container}/${name}.vhd`;
+    case "vsphere": {
+      const folder = placement.folder ?? plainName(workload);
+      const params = new URLSearchParams({ dc: placement.datacenter, ds: placement.datastore });
+      return `vsphere://${new URL(placement.url).host}/${folder}/${name}.vmdk?${params.toString()}`;
+    }
+  }
+}
+
+/** The source string for a spec disk (a path, a URL the openers know). */
+export function diskSourceText(source: DiskSourceRef): { readonly text: string; readonly format?: string } {
+  switch (source.kind) {
+    case "file":
+      return { text: resolve(source.path), ...(source.format === undefined ? {} : { format: source.format }) };
+    case "url":
+      return { text: source.url };
+    case "cloud":
+      if (source.provider === "aws") return { text: source.reference.startsWith("ebs://") ? source.reference : `ebs://${source.reference}` };
+      return { text: source.reference };
+    case "ova":
+      throw new NotCapableError("SOURCE_NOT_SUPPORTED", `a disk inside an OVA (${source.path}#${source.entry}) cannot be placed directly yet: extract it with \`portable ovf\` first`);
+  }
+}
