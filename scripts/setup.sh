@@ -10,7 +10,7 @@ ROOT=$PWD
 # rendered domain XML.
 APT_PACKAGES=(qemu-utils qemu-system-x86 ovmf bzip2 time
   busybox-static cpio syslinux syslinux-common extlinux mtools dosfstools grub-efi-amd64-bin grub-pc-bin grub-common
-  e2fsprogs fdisk gdisk xfsprogs btrfs-progs ntfs-3g libvirt-clients xz-utils zstd fuse3)
+  e2fsprogs fdisk gdisk xfsprogs btrfs-progs ntfs-3g libvirt-clients libxml2-utils xz-utils zstd fuse3)
 PULUMI_VERSION=$(awk '$1 == "github.com/pulumi/pulumi/pkg/v3" { sub(/^v/, "", $2); print $2 }' tools/pulumi/go.mod)
 PULUMI_BIN="$HOME/.pulumi/versions/$PULUMI_VERSION/bin"
 GOVMOMI_VERSION=$(awk '$1 == "github.com/vmware/govmomi" { print $2 }' tools/vcsim/go.mod)
