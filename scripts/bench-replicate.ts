@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { openDisk } from "../sdk/disk/open.ts";
-import { cutover, replicatePass } from "../sdk/migrate/migrate.ts";
+import { blockReplication, cutover, replicatePass } from "../sdk/migrate/migrate.ts";
 import { describePlan, planMigration } from "../sdk/migrate/plan.ts";
 import type { DiskReplication, Machine } from "../sdk/migrate/types.ts";
 import { FileReplicaStore } from "../sdk/transfer/checkpoint.ts";
@@ -115,22 +115,22 @@ async function main(): Promise<void> {
     const store = new FileReplicaStore(join(dir, "state"));
     console.log(`bench:replicate: ${SIZE / MiB} MiB disk, ${DIRTY_FRACTION * 100}% dirtied between passes`);
     await writeSource(sourcePath);
-    const disk: DiskReplication = {
+    const disk: DiskReplication = blockReplication({
       key: "disk0",
+      store,
       conversion: "raw → raw (local replica)",
       openPointInTime: async () => {
         const source = await openDisk(sourcePath, { format: "raw" });
         return { source, release: () => source.close() };
       },
       target: rawFileReplica({ path: targetPath, virtualSizeBytes: SIZE }),
-    };
-    const hooks = { store };
-    const first = await replicatePass([disk], 1, hooks);
+    });
+    const first = await replicatePass([disk], 1);
     console.log(`pass 1 (full copy): ${(first.record.bytesSent / MiB).toFixed(0)} MiB in ${first.record.seconds.toFixed(2)} s`);
 
     const dirtyCount = Math.round(BLOCKS * DIRTY_FRACTION);
     const changedBytes = await dirty(sourcePath, dirtyCount, 42);
-    const second = await replicatePass([disk], 2, hooks);
+    const second = await replicatePass([disk], 2);
     const ratio = second.record.bytesSent / changedBytes;
     console.log(`pass 2 (delta): sent ${(second.record.bytesSent / MiB).toFixed(2)} MiB for ${(changedBytes / MiB).toFixed(2)} MiB changed → ratio ${ratio.toFixed(3)} (target ≤ ${TARGET_RATIO}) in ${second.record.seconds.toFixed(2)} s`);
 
@@ -151,7 +151,6 @@ async function main(): Promise<void> {
     await view.close();
     console.log(describePlan(plan));
     const record = await cutover({
-      store,
       source: guest,
       target: targetMachine,
       disks: [disk],

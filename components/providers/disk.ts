@@ -17,8 +17,14 @@ export interface DiskInputs {
   readonly target: string;
   readonly stateDir: string;
   readonly verify: "full" | "sampled" | "none";
-  /** Keep the previous target when the disk moves. */
+  /**
+   * Keep the previous target when the disk moves. Kept targets are listed in `retained`;
+   * deleting them after a move is the machine's cutover's job (it reads them for the final delta).
+   */
   readonly keepPrevious: boolean;
+  /** vCenter connection for vsphere:// targets or sources: { url, username, caPem?, thumbprint?, insecure } as JSON. */
+  readonly vsphere?: string;
+  readonly vspherePassword?: string;
 }
 
 export interface DiskOutputs extends DiskInputs {
@@ -35,6 +41,11 @@ export interface DiskOutputs extends DiskInputs {
 
 const PLACEMENT = sdkModule("migrate/disk-placement");
 
+function connectionOf(inputs: DiskInputs): Placement.PlaceDiskArgs["vsphere"] {
+  if (inputs.vsphere === undefined || inputs.vsphere === "" || inputs.vspherePassword === undefined) return undefined;
+  return { ...(JSON.parse(inputs.vsphere) as Omit<NonNullable<Placement.PlaceDiskArgs["vsphere"]>, "password">), password: inputs.vspherePassword };
+}
+
 const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
   async check(_olds, news) {
     const failures: pulumi.dynamic.CheckFailure[] = [];
@@ -46,7 +57,7 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
   },
 
   async diff(_id, olds, news) {
-    const keys = ["source", "sourceFormat", "target", "verify", "keepPrevious", "stateDir"] as const;
+    const keys = ["source", "sourceFormat", "target", "verify", "keepPrevious", "stateDir", "vsphere", "vspherePassword"] as const;
     const changed = keys.filter((k) => olds[k] !== news[k]);
     const replaces = olds.workload !== news.workload || olds.disk !== news.disk ? ["workload", "disk"] : [];
     return { changes: changed.length > 0 || replaces.length > 0, replaces, deleteBeforeReplace: false };
@@ -62,6 +73,7 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
       target: inputs.target,
       stateDir: inputs.stateDir,
       verify: inputs.verify === "full" ? { mode: "full" } : inputs.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
+      ...(connectionOf(inputs) ? { vsphere: connectionOf(inputs)! } : {}),
     });
     return {
       id: `${inputs.workload}/${inputs.disk}`,
@@ -70,8 +82,9 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
   },
 
   async update(_id, olds, news) {
-    const { placeDisk, removeDisk } = require(PLACEMENT) as typeof Placement;
+    const { placeDisk } = require(PLACEMENT) as typeof Placement;
     const moved = olds.target !== news.target;
+    const vsphere = connectionOf(news) ?? connectionOf(olds);
     // A move copies the disk from where it is now; otherwise from the (possibly new) source.
     const from = moved ? { replicaOf: olds.target } : news.source;
     const placed = await placeDisk({
@@ -82,21 +95,22 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
       target: news.target,
       stateDir: news.stateDir,
       verify: news.verify === "full" ? { mode: "full" } : news.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
+      ...(vsphere ? { vsphere } : {}),
     });
-    let retained = (olds.retained ?? []).filter((t) => t !== news.target);
-    if (moved) {
-      if (news.keepPrevious) retained = [...retained, olds.target];
-      else await removeDisk({ workload: olds.workload, disk: olds.disk, target: olds.target, stateDir: olds.stateDir, virtualSizeBytes: olds.virtualSizeBytes });
-    }
+    const retained = [...(olds.retained ?? []).filter((t) => t !== news.target), ...(moved ? [olds.target] : [])];
+    // A vCenter connection outlives the move away from vSphere: the kept disk there is still
+    // deleted with this resource.
+    const carried = { ...(news.vsphere ?? olds.vsphere ? { vsphere: (news.vsphere ?? olds.vsphere)! } : {}), ...(news.vspherePassword ?? olds.vspherePassword ? { vspherePassword: (news.vspherePassword ?? olds.vspherePassword)! } : {}) };
     return {
-      outs: { ...news, location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained },
+      outs: { ...news, ...carried, location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained },
     };
   },
 
   async delete(_id, olds) {
     const { removeDisk } = require(PLACEMENT) as typeof Placement;
+    const vsphere = connectionOf(olds);
     for (const target of [olds.target, ...(olds.retained ?? [])]) {
-      await removeDisk({ workload: olds.workload, disk: olds.disk, target, stateDir: olds.stateDir, virtualSizeBytes: olds.virtualSizeBytes });
+      await removeDisk({ workload: olds.workload, disk: olds.disk, target, stateDir: olds.stateDir, virtualSizeBytes: olds.virtualSizeBytes, ...(vsphere ? { vsphere } : {}) });
     }
   },
 };
@@ -110,6 +124,8 @@ export interface DiskArgs {
   readonly stateDir: pulumi.Input<string>;
   readonly verify?: pulumi.Input<"full" | "sampled" | "none">;
   readonly keepPrevious?: pulumi.Input<boolean>;
+  readonly vsphere?: pulumi.Input<string>;
+  readonly vspherePassword?: pulumi.Input<string>;
 }
 
 /** A workload disk on its target (type token `pulumi-nodejs:dynamic/portable:Disk`). */
@@ -140,7 +156,7 @@ export class Disk extends pulumi.dynamic.Resource {
         passes: undefined,
         retained: undefined,
       },
-      opts,
+      { ...opts, additionalSecretOutputs: ["vspherePassword"] },
       "portable",
       "Disk",
     );

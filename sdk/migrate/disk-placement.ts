@@ -3,12 +3,17 @@
 // exists: flipping a workload back sends only what changed), verify, and report references.
 // Pulumi state keeps the returned reference and digest, never the manifest.
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { openReplicaTarget } from "../transfer/open-replica.ts";
 import { openSource } from "../transfer/open-source.ts";
 import { replicate, type ReplicateProgress } from "../transfer/replicate.ts";
 import { verifyReplica, type VerifyPolicy } from "../transfer/verify.ts";
 import { PortableError } from "../errors.ts";
+import { plainName } from "./targets.ts";
+import { connectVsphere, copyToVsphereDisk, deleteVsphereDisk, isVsphereDiskUrl, openVsphereDisk, type VsphereConnection } from "../clouds/vsphere/disk-url.ts";
 import type { DiskSource } from "../disk/types.ts";
 
 export interface PlaceDiskArgs {
@@ -26,6 +31,8 @@ export interface PlaceDiskArgs {
   readonly stateDir: string;
   readonly verify?: VerifyPolicy;
   readonly onProgress?: (progress: ReplicateProgress) => void;
+  /** For vsphere:// targets and sources: where and how to log in. */
+  readonly vsphere?: VsphereConnection;
 }
 
 export interface PlacedDisk {
@@ -43,15 +50,15 @@ export interface PlacedDisk {
 
 /** One replica per (workload, disk, target): a flip back to a target reuses its replica. */
 export function replicaKey(workload: string, disk: string, target: string): string {
-  const plain = (s: string) => s.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[-.]+/, "").slice(0, 40) || "x";
-  return `${plain(workload)}.${plain(disk)}.${createHash("sha256").update(target).digest("hex").slice(0, 12)}`;
+  return `${plainName(workload).slice(0, 40)}.${plainName(disk).slice(0, 40)}.${createHash("sha256").update(target).digest("hex").slice(0, 12)}`;
 }
 
 export async function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
-  const source = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store);
+  const source = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere);
   try {
+    if (isVsphereDiskUrl(args.target)) return await copyToVsphere(args, source, store, key);
     const { target, close } = await openReplicaTarget(args.target, source.virtualSizeBytes);
     try {
       const result = await replicate(source, target, { store, key, ...(args.onProgress ? { onProgress: args.onProgress } : {}) });
@@ -68,6 +75,7 @@ export async function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
           await back.close();
         }
       }
+      await recordCurrent(args.stateDir, args.workload, args.disk, { target: args.target, location: result.location, virtualSizeBytes: source.virtualSizeBytes });
       return {
         key,
         location: result.location,
@@ -88,11 +96,57 @@ export async function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
   }
 }
 
+/**
+ * A datastore PUT replaces a whole file, so a vSphere placement is a full flat copy. Its
+ * manifest is recorded like a replica's, so a later move away from vSphere can be planned and
+ * verified, and a move back to the earlier target is incremental there.
+ */
+async function copyToVsphere(args: PlaceDiskArgs, source: DiskSource, store: FileReplicaStore, key: string): Promise<PlacedDisk> {
+  const started = performance.now();
+  const { buildManifest } = await import("../transfer/manifest.ts");
+  const client = await connectVsphere(requireConnection(args.vsphere, args.target));
+  try {
+    const location = await copyToVsphereDisk(client, source, args.target);
+    const manifest = await buildManifest(source);
+    let verifiedBlocks = 0;
+    const policy = args.verify ?? { mode: "sampled", blocks: 64 };
+    if (policy.mode !== "none") {
+      const back = await openVsphereDisk(client, args.target);
+      try {
+        const verified = await verifyReplica(back, manifest, policy);
+        if (!verified.ok) throw new PortableError("VERIFY_MISMATCH", `disk ${args.disk} of ${args.workload}: ${verified.mismatches.length} block(s) on ${location} differ from the source`);
+        verifiedBlocks = verified.blocksChecked;
+      } finally {
+        await back.close();
+      }
+    }
+    const previous = await store.loadCommitted(key);
+    const seconds = (performance.now() - started) / 1000;
+    const bytesSent = manifest.dataBytes();
+    await store.commit(key, { manifest, location, targetState: { path: location }, passes: (previous?.passes ?? 0) + 1, lastPass: { bytesSent, scannedBytes: bytesSent, blocksSent: manifest.dataBlocks().length, seconds, finishedAt: new Date().toISOString() } });
+    const { password, ...connection } = requireConnection(args.vsphere, args.target);
+    await recordCurrent(args.stateDir, args.workload, args.disk, { target: args.target, location, virtualSizeBytes: source.virtualSizeBytes, vsphere: connection });
+    return { key, location, virtualSizeBytes: source.virtualSizeBytes, digest: manifest.digest(), reference: store.reference(key), passes: (previous?.passes ?? 0) + 1, bytesSent, blocksSent: manifest.dataBlocks().length, resumed: false, verifiedBlocks };
+  } finally {
+    await client.logout().catch(() => {});
+  }
+}
+
+function requireConnection(connection: VsphereConnection | undefined, target: string): VsphereConnection {
+  if (connection === undefined) throw new PortableError("VSPHERE_CONNECTION_MISSING", `${target}: a vSphere disk needs the vCenter connection and password`);
+  return connection;
+}
+
 /** The committed replica of a disk on `target`, as a source (what a move copies from). */
-async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore): Promise<DiskSource> {
+export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection): Promise<DiskSource> {
   const key = replicaKey(workload, disk, target);
   const committed = await store.loadCommitted(key);
   if (committed === undefined) throw new PortableError("REPLICA_MISSING", `disk ${disk} of ${workload}: no committed replica on ${target} to move from (state ${store.reference(key)})`);
+  if (isVsphereDiskUrl(target)) {
+    const client = await connectVsphere(requireConnection(vsphere, target));
+    const source = await openVsphereDisk(client, target);
+    return { ...source, extents: () => source.extents(), read: (o, l, into) => source.read(o, l, into), close: async () => { await source.close(); await client.logout().catch(() => {}); } };
+  }
   const { target: replica, close } = await openReplicaTarget(target, committed.manifest.virtualSizeBytes);
   try {
     const source = await replica.openReadBack(committed);
@@ -104,14 +158,54 @@ async function openReplica(workload: string, disk: string, target: string, store
 }
 
 /** Deletes a placed disk's target artefact and its replica state. */
-export async function removeDisk(args: { readonly workload: string; readonly disk: string; readonly target: string; readonly stateDir: string; readonly virtualSizeBytes: number }): Promise<void> {
+export async function removeDisk(args: { readonly workload: string; readonly disk: string; readonly target: string; readonly stateDir: string; readonly virtualSizeBytes: number; readonly vsphere?: VsphereConnection }): Promise<void> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
+  if (isVsphereDiskUrl(args.target)) {
+    const client = await connectVsphere(requireConnection(args.vsphere, args.target));
+    try {
+      await deleteVsphereDisk(client, args.target);
+    } finally {
+      await client.logout().catch(() => {});
+    }
+    await store.remove(key);
+    if (readCurrent(args.stateDir, args.workload, args.disk)?.target === args.target) await rm(currentPath(args.stateDir, args.workload, args.disk), { force: true });
+    return;
+  }
   const { target, close } = await openReplicaTarget(args.target, args.virtualSizeBytes);
   try {
     await target.destroy(await store.loadCommitted(key));
     await store.remove(key);
+    if (readCurrent(args.stateDir, args.workload, args.disk)?.target === args.target) await rm(currentPath(args.stateDir, args.workload, args.disk), { force: true });
   } finally {
     close();
+  }
+}
+
+/** Where a disk is placed now: what a preview plans a move from. */
+export interface CurrentPlacement {
+  readonly target: string;
+  readonly location: string;
+  readonly virtualSizeBytes: number;
+  /** For a vsphere:// target: the connection without its password. */
+  readonly vsphere?: Omit<VsphereConnection, "password">;
+}
+
+function currentPath(stateDir: string, workload: string, disk: string): string {
+  return join(stateDir, `${plainName(workload)}.${plainName(disk)}.current.json`);
+}
+
+async function recordCurrent(stateDir: string, workload: string, disk: string, current: CurrentPlacement): Promise<void> {
+  await mkdir(stateDir, { recursive: true });
+  await writeFile(currentPath(stateDir, workload, disk), JSON.stringify(current));
+}
+
+/** Synchronous on purpose: a Pulumi component reads it while the program is being built. */
+export function readCurrent(stateDir: string, workload: string, disk: string): CurrentPlacement | undefined {
+  try {
+    const value = JSON.parse(readFileSync(currentPath(stateDir, workload, disk), "utf8")) as CurrentPlacement;
+    return typeof value.target === "string" && typeof value.location === "string" ? value : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -6,9 +6,48 @@
 import { rename, writeFile } from "node:fs/promises";
 import { isPortableError, PortableError } from "../errors.ts";
 import type { ReplicaStore } from "../transfer/checkpoint.ts";
-import { replicate, type ReplicateResult } from "../transfer/replicate.ts";
+import type { BlockManifest } from "../transfer/manifest.ts";
+import { replicate, type ReplicaTarget } from "../transfer/replicate.ts";
 import { verifyReplica, type VerifyPolicy, type VerifyResult } from "../transfer/verify.ts";
-import type { DiskReplication, HealthResult, Machine } from "./types.ts";
+import type { DiskPassResult, DiskReplication, HealthResult, Machine, PointInTime } from "./types.ts";
+
+/**
+ * The usual DiskReplication: block replication (transfer/replicate.ts) from a point-in-time view
+ * of the source into a replica target, verified by reading the target back.
+ */
+export function blockReplication(options: {
+  readonly key: string;
+  readonly store: ReplicaStore;
+  readonly target: ReplicaTarget;
+  readonly openPointInTime: () => Promise<PointInTime>;
+  readonly conversion?: string;
+}): DiskReplication {
+  let last: BlockManifest | undefined;
+  return {
+    key: options.key,
+    ...(options.conversion === undefined ? {} : { conversion: options.conversion }),
+    async pass(signal) {
+      const view = await options.openPointInTime();
+      try {
+        const result = await replicate(view.source, options.target, { store: options.store, key: options.key, ...(signal ? { signal } : {}) });
+        last = result.manifest;
+        return result;
+      } finally {
+        await view.release();
+      }
+    },
+    async verify(policy, signal) {
+      const committed = await options.store.loadCommitted(options.key);
+      if (committed === undefined || last === undefined) throw new PortableError("CUTOVER_NO_REPLICA", `verify: ${options.key} has no pass to verify`);
+      const back = await options.target.openReadBack(committed);
+      try {
+        return await verifyReplica(back, last, policy, signal);
+      } finally {
+        await back.close();
+      }
+    },
+  };
+}
 
 export interface WarmPolicy {
   /** Stop iterating once a pass sends at most this many bytes. @default 64 MiB */
@@ -27,23 +66,15 @@ export interface PassRecord {
 }
 
 export interface ReplicationHooks {
-  readonly store: ReplicaStore;
   readonly onPass?: (record: PassRecord) => void;
   readonly signal?: AbortSignal;
 }
 
-/** One pass over every disk, each from a fresh point-in-time view. */
-export async function replicatePass(disks: readonly DiskReplication[], pass: number, hooks: ReplicationHooks): Promise<{ record: PassRecord; results: ReplicateResult[] }> {
+/** One pass over every disk. */
+export async function replicatePass(disks: readonly DiskReplication[], pass: number, hooks: ReplicationHooks = {}): Promise<{ record: PassRecord; results: DiskPassResult[] }> {
   const startedAt = new Date();
-  const results: ReplicateResult[] = [];
-  for (const disk of disks) {
-    const view = await disk.openPointInTime();
-    try {
-      results.push(await replicate(view.source, disk.target, { store: hooks.store, key: disk.key, ...(hooks.signal ? { signal: hooks.signal } : {}) }));
-    } finally {
-      await view.release();
-    }
-  }
+  const results: DiskPassResult[] = [];
+  for (const disk of disks) results.push(await disk.pass(hooks.signal));
   const record: PassRecord = {
     pass,
     startedAt: startedAt.toISOString(),
@@ -57,7 +88,7 @@ export async function replicatePass(disks: readonly DiskReplication[], pass: num
 }
 
 /** Passes while the source runs, until a pass sends at most the threshold or the limit is hit. */
-export async function warmReplicate(disks: readonly DiskReplication[], policy: WarmPolicy, hooks: ReplicationHooks): Promise<{ passes: PassRecord[]; converged: boolean }> {
+export async function warmReplicate(disks: readonly DiskReplication[], policy: WarmPolicy, hooks: ReplicationHooks = {}): Promise<{ passes: PassRecord[]; converged: boolean }> {
   const threshold = policy.deltaThresholdBytes ?? 64 * 1024 * 1024;
   const maxPasses = Math.max(1, policy.maxPasses ?? 5);
   const passes: PassRecord[] = [];
@@ -155,17 +186,10 @@ export async function cutover(options: CutoverOptions): Promise<CutoverRecord> {
     const policy = options.verify ?? { mode: "full" };
     record.verify = await step("verify", async () => {
       const results: VerifyResult[] = [];
-      for (const [i, disk] of options.disks.entries()) {
-        const committed = await options.store.loadCommitted(disk.key);
-        if (committed === undefined) throw new PortableError("CUTOVER_NO_REPLICA", `cutover: ${disk.key} has no committed replica`);
-        const readBack = await disk.target.openReadBack(committed);
-        try {
-          const result = await verifyReplica(readBack, finalPass.results[i]!.manifest, policy, options.signal);
-          if (!result.ok) throw new PortableError("VERIFY_MISMATCH", `verify ${disk.key}: ${result.mismatches.length} block(s) differ from the source, first ${result.mismatches[0]}`);
-          results.push(result);
-        } finally {
-          await readBack.close();
-        }
+      for (const disk of options.disks) {
+        const result = await disk.verify(policy, options.signal);
+        if (!result.ok) throw new PortableError("VERIFY_MISMATCH", `verify ${disk.key}: ${result.mismatches.length} block(s) differ from the source, first ${result.mismatches[0]}`);
+        results.push(result);
       }
       return results;
     }, (r) => `${r.reduce((s, x) => s + x.blocksChecked, 0)} blocks checked (${policy.mode})`);

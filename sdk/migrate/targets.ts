@@ -14,7 +14,7 @@ export function diskTargetFor(placement: Placement, workload: string, diskId: st
   const name = `${plainName(workload)}-${plainName(diskId)}`;
   switch (placement.kind) {
     case "local":
-      return resolve(placement.dir, `${name}.raw`);
+      return resolve(placement.dir, "disks", `${name}.raw`);
     case "aws": {
       const params = new URLSearchParams({ region: placement.region });
       if (placement.endpoint !== undefined) params.set("endpoint", placement.endpoint);

@@ -1,7 +1,7 @@
 // The few things migration needs from a placement, whatever the platform: a machine it can stop
 // and start, and per disk a point-in-time readable view of the source and a replica target.
 import type { DiskSource } from "../disk/types.ts";
-import type { ReplicaTarget } from "../transfer/replicate.ts";
+import type { VerifyPolicy, VerifyResult } from "../transfer/verify.ts";
 
 export interface StopResult {
   /** True when the guest shut down by itself within the timeout; false after a hard power-off. */
@@ -23,17 +23,24 @@ export interface PointInTime {
   release(): Promise<void>;
 }
 
+/** What one pass over one disk did. */
+export interface DiskPassResult {
+  readonly bytesSent: number;
+  readonly blocksSent: number;
+  readonly resumed: boolean;
+  readonly location: string;
+}
+
+/** One disk's replication, however the target takes it (block replica, full copy). */
 export interface DiskReplication {
-  /** The replica's key in the store, e.g. `web-1-disk0-local`. */
+  /** The replica's key in the store, e.g. `web-1.disk0.3f2a…`. */
   readonly key: string;
-  /**
-   * Opens the source at a point in time: a platform snapshot where one exists, a frozen overlay
-   * for a running QEMU machine, or the file itself once the machine is stopped.
-   */
-  openPointInTime(): Promise<PointInTime>;
-  readonly target: ReplicaTarget;
   /** Shown in plans, e.g. "qcow2 → raw (local)". */
   readonly conversion?: string;
+  /** Copies what changed since the last pass, from a point-in-time view of the source. */
+  pass(signal?: AbortSignal): Promise<DiskPassResult>;
+  /** Reads the target back and compares it with what the last pass recorded. */
+  verify(policy: VerifyPolicy, signal?: AbortSignal): Promise<VerifyResult>;
 }
 
 export interface HealthResult {

@@ -2,7 +2,8 @@
 // so a pass touches only the changed blocks and a resumed pass simply continues. A new target
 // is created sparse (truncated to the virtual size). The local placement keeps its replicas
 // this way; QEMU boots a raw file directly.
-import { open, rm, type FileHandle } from "node:fs/promises";
+import { mkdir, open, rm, type FileHandle } from "node:fs/promises";
+import { dirname } from "node:path";
 import { InvalidArgsError } from "../errors.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { openDisk } from "../disk/open.ts";
@@ -19,6 +20,7 @@ export function rawFileReplica(options: RawFileReplicaOptions): ReplicaTarget {
   const { path, virtualSizeBytes } = options;
   const openPass = async (create: boolean): Promise<ReplicaPass> => {
     let handle: FileHandle;
+    if (create) await mkdir(dirname(path), { recursive: true });
     try {
       handle = await open(path, create ? "w" : "r+", 0o644);
     } catch (error) {

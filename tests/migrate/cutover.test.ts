@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { openDisk } from "../../sdk/disk/open.ts";
-import { cutover, CutoverError, warmReplicate } from "../../sdk/migrate/migrate.ts";
+import { blockReplication, cutover, CutoverError, warmReplicate } from "../../sdk/migrate/migrate.ts";
 import { planMigration } from "../../sdk/migrate/plan.ts";
 import type { DiskReplication } from "../../sdk/migrate/types.ts";
 import { FileReplicaStore } from "../../sdk/transfer/checkpoint.ts";
@@ -21,16 +21,17 @@ const SIZE = 64 * MiB;
 const WRITER = join(REPO_ROOT, "tests/migrate/fixtures/writer.ts");
 const node = process.execPath;
 
-function diskFor(source: string, target: string, key: string): DiskReplication {
-  return {
+function diskFor(source: string, target: string, key: string, store: FileReplicaStore): DiskReplication {
+  return blockReplication({
     key,
+    store,
     conversion: "raw → raw (local)",
     openPointInTime: async () => {
       const disk = await openDisk(source, { format: "raw" });
       return { source: disk, release: () => disk.close() };
     },
     target: rawFileReplica({ path: target, virtualSizeBytes: SIZE }),
-  };
+  });
 }
 
 describe("warm migration and cutover", () => {
@@ -49,10 +50,10 @@ describe("warm migration and cutover", () => {
     const store = new FileReplicaStore(join(dir, "state"));
     const sourceMachine = processMachine("source", node, [WRITER, source, "32"]);
     const targetMachine = processMachine("target", node, ["-e", "process.stdout.write('up\\n'); setInterval(() => {}, 1000)"]);
-    const disks = [diskFor(source, target, "disk0")];
+    const disks = [diskFor(source, target, "disk0", store)];
     await sourceMachine.start();
     try {
-      const warm = await warmReplicate(disks, { deltaThresholdBytes: 24 * MiB, maxPasses: 6 }, { store });
+      const warm = await warmReplicate(disks, { deltaThresholdBytes: 24 * MiB, maxPasses: 6 });
       assert.ok(warm.passes.length >= 2, "the first full copy, then at least one delta");
       assert.ok(warm.passes[1]!.bytesSent > 0, "the writer changed blocks between passes");
       assert.ok(warm.passes[1]!.bytesSent < warm.passes[0]!.bytesSent, "a delta is smaller than the full copy");
@@ -66,7 +67,6 @@ describe("warm migration and cutover", () => {
 
       const recordPath = join(dir, "cutover.json");
       const record = await cutover({
-        store,
         source: sourceMachine,
         target: targetMachine,
         disks,
@@ -96,14 +96,13 @@ describe("warm migration and cutover", () => {
     const sourceMachine = processMachine("source", node, [WRITER, source, "16"]);
     // A target that dies at boot.
     const targetMachine = processMachine("target", node, ["-e", "process.stdout.write('booting\\n'); process.exit(3)"]);
-    const disks = [diskFor(source, target, "disk0")];
+    const disks = [diskFor(source, target, "disk0", store)];
     await sourceMachine.start();
     const firstPid = sourceMachine.pid();
     try {
-      await warmReplicate(disks, { maxPasses: 1 }, { store });
+      await warmReplicate(disks, { maxPasses: 1 });
       const recordPath = join(dir, "cutover2.json");
       const error = await cutover({
-        store,
         source: sourceMachine,
         target: targetMachine,
         disks,

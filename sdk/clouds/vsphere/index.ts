@@ -21,3 +21,4 @@ export {
 } from "./vm.ts";
 export { startUpload, type UploadOptions, type UploadTarget } from "./upload.ts";
 export { isMoRef, moRef, type MoRef, type SoapInput } from "./xml.ts";
+export * from "./disk-url.ts";

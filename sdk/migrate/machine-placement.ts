@@ -1,0 +1,279 @@
+// The machine half of a placement, for the placements whose machines we run ourselves (local
+// QEMU, vSphere): create and start it on its placed disks, check it came up, stop, destroy, and
+// move it: the cutover from the machine on the old placement to a new one (sdk/migrate's
+// cutover: stop the source, final delta of every disk, verify, start the target, health check,
+// rollback on failure). AWS and Azure machines are the official providers' resources.
+import { readFile } from "node:fs/promises";
+import { PortableError } from "../errors.ts";
+import type { Placement } from "../spec/placement.ts";
+import type { Workload } from "../spec/workload.ts";
+import type { VsphereClient } from "../clouds/vsphere/client.ts";
+import type { VsphereConnection } from "../clouds/vsphere/disk-url.ts";
+import { placeDisk, removeDisk } from "./disk-placement.ts";
+import { cutover, type CutoverRecord } from "./migrate.ts";
+import { plainName } from "./targets.ts";
+import type { DiskReplication, HealthResult, Machine } from "./types.ts";
+
+export interface PlacedDiskRef {
+  readonly id: string;
+  /** Where the disk is: a file path (local) or a datastore path (vsphere). */
+  readonly location: string;
+  /** The target string it was placed with (targets.ts). */
+  readonly target: string;
+}
+
+export interface MachineRequest {
+  readonly workload: Workload;
+  readonly placement: Placement;
+  readonly disks: readonly PlacedDiskRef[];
+  readonly vsphere?: VsphereConnection;
+}
+
+export interface MachineState {
+  readonly kind: Placement["kind"];
+  /** The local machine name or the vSphere VM's managed object id; "" for clouds. */
+  readonly machineId: string;
+  readonly running: boolean;
+  /** Seconds from start to a passing health check, when one ran. */
+  readonly bootSeconds?: number;
+}
+
+/** A local guest that prints no marker is up once QEMU runs; this long for one that does. */
+export const LOCAL_BOOT_TIMEOUT_MS = 180_000;
+
+function localName(workload: Workload): string {
+  return plainName(workload.name).slice(0, 63);
+}
+
+async function waitForMarker(serialLog: string, marker: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const text = await readFile(serialLog, "utf8").catch(() => "");
+    if (text.split(/\r?\n/).some((line) => line.trim() === marker)) return true;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return false;
+}
+
+async function withVsphere<T>(request: { readonly vsphere?: VsphereConnection }, fn: (client: VsphereClient) => Promise<T>): Promise<T> {
+  if (request.vsphere === undefined) throw new PortableError("VSPHERE_CONNECTION_MISSING", "a vSphere machine needs the vCenter connection and password");
+  const { connectVsphere } = await import("../clouds/vsphere/disk-url.ts");
+  const client = await connectVsphere(request.vsphere);
+  try {
+    return await fn(client);
+  } finally {
+    await client.logout().catch(() => {});
+  }
+}
+
+/** Creates the machine on its placed disks and starts it (health-checked) when the placement says so. */
+export async function createMachine(request: MachineRequest): Promise<MachineState> {
+  const { workload, placement } = request;
+  if (placement.kind === "local") {
+    const local = await import("../clouds/local/index.ts");
+    const store = await local.openDatastore(placement.dir);
+    const definition = local.defineMachine(workload, { name: localName(workload), disks: Object.fromEntries(request.disks.map((d) => [d.id, { path: d.location, format: "raw" as const }])) });
+    if (!placement.start) return { kind: "local", machineId: definition.name, running: false };
+    const started = performance.now();
+    const running = await local.startMachine(store, definition);
+    if (placement.bootMarker !== undefined && !(await waitForMarker(running.files.serialLog, placement.bootMarker, LOCAL_BOOT_TIMEOUT_MS))) {
+      await local.stopMachine(store, definition.name, { graceMs: 0 });
+      throw new PortableError("HEALTH_CHECK_FAILED", `local machine ${definition.name}: no "${placement.bootMarker}" on the serial console within ${LOCAL_BOOT_TIMEOUT_MS / 1000} s`);
+    }
+    return { kind: "local", machineId: definition.name, running: true, bootSeconds: (performance.now() - started) / 1000 };
+  }
+  if (placement.kind === "vsphere") {
+    return withVsphere(request, async (client) => {
+      const vm = await import("../clouds/vsphere/vm.ts");
+      const ref = await vm.createVm(client, workload, {
+        datacenter: placement.datacenter,
+        datastore: placement.datastore,
+        ...(placement.resourcePool === undefined ? {} : { resourcePool: placement.resourcePool }),
+        ...(placement.host === undefined ? {} : { host: placement.host }),
+        diskFiles: Object.fromEntries(request.disks.map((d) => [d.id, d.location])),
+        networks: placement.networks,
+      });
+      const started = performance.now();
+      if (placement.powerOn) await vm.powerOnVm(client, ref);
+      const running = placement.powerOn && (await vm.powerState(client, ref)) === "poweredOn";
+      return { kind: "vsphere" as const, machineId: ref.value, running, ...(placement.powerOn ? { bootSeconds: (performance.now() - started) / 1000 } : {}) };
+    });
+  }
+  return { kind: placement.kind, machineId: "", running: false };
+}
+
+/** Stops the machine: graceful first (ACPI / guest shutdown), then hard. */
+export async function stopMachine(request: MachineRequest, machineId: string, gracefulTimeoutMs = 30_000): Promise<{ graceful: boolean }> {
+  const { placement } = request;
+  if (placement.kind === "local") {
+    const local = await import("../clouds/local/index.ts");
+    const result = await local.stopMachine(await local.openDatastore(placement.dir), machineId, { graceMs: gracefulTimeoutMs });
+    return { graceful: result.method === "powerdown" || result.method === "not-running" };
+  }
+  if (placement.kind === "vsphere") {
+    return withVsphere(request, async (client) => {
+      const vm = await import("../clouds/vsphere/vm.ts");
+      const { moRef } = await import("../clouds/vsphere/xml.ts");
+      const how = await vm.powerOffVm(client, moRef("VirtualMachine", machineId), { guestShutdownTimeoutMs: gracefulTimeoutMs });
+      return { graceful: how !== "hard" };
+    });
+  }
+  return { graceful: true };
+}
+
+export async function isRunning(request: MachineRequest, machineId: string): Promise<boolean> {
+  const { placement } = request;
+  if (placement.kind === "local") {
+    const local = await import("../clouds/local/index.ts");
+    return (await local.machineStatus(await local.openDatastore(placement.dir), machineId)).state === "running";
+  }
+  if (placement.kind === "vsphere") {
+    return withVsphere(request, async (client) => {
+      const vm = await import("../clouds/vsphere/vm.ts");
+      const { moRef } = await import("../clouds/vsphere/xml.ts");
+      return (await vm.powerState(client, moRef("VirtualMachine", machineId))) === "poweredOn";
+    });
+  }
+  return false;
+}
+
+/** Starts a stopped machine again (a rollback). */
+export async function restartMachine(request: MachineRequest, machineId: string): Promise<void> {
+  const { placement } = request;
+  if (placement.kind === "local") {
+    const local = await import("../clouds/local/index.ts");
+    const definition = local.defineMachine(request.workload, { name: machineId, disks: Object.fromEntries(request.disks.map((d) => [d.id, { path: d.location, format: "raw" as const }])) });
+    await local.startMachine(await local.openDatastore(placement.dir), definition);
+  } else if (placement.kind === "vsphere") {
+    await withVsphere(request, async (client) => {
+      const vm = await import("../clouds/vsphere/vm.ts");
+      const { moRef } = await import("../clouds/vsphere/xml.ts");
+      await vm.powerOnVm(client, moRef("VirtualMachine", machineId));
+    });
+  }
+}
+
+/** Deletes the machine (not its disks: those are portable:Disk resources). */
+export async function destroyMachine(request: MachineRequest, machineId: string): Promise<void> {
+  const { placement } = request;
+  if (machineId === "") return;
+  if (placement.kind === "local") {
+    const local = await import("../clouds/local/index.ts");
+    await local.stopMachine(await local.openDatastore(placement.dir), machineId, { graceMs: 0 });
+  } else if (placement.kind === "vsphere") {
+    await withVsphere(request, async (client) => {
+      const vm = await import("../clouds/vsphere/vm.ts");
+      const { moRef } = await import("../clouds/vsphere/xml.ts");
+      await vm.destroyVm(client, moRef("VirtualMachine", machineId), { keepDisks: true }).catch((error: unknown) => {
+        if ((error as PortableError).code !== "VSPHERE_NOT_FOUND" && !/ManagedObjectNotFound/.test(String(error))) throw error;
+      });
+    });
+  }
+}
+
+export interface MoveRequest {
+  readonly from: MachineRequest & { readonly machineId: string };
+  /** The new placement; its disks' `location` is filled in by the final pass. */
+  readonly to: MachineRequest;
+  readonly stateDir: string;
+  readonly verify: "full" | "sampled" | "none";
+  /** Delete the old machine and its disks after a successful move (else they stay, stopped). */
+  readonly deleteSource: boolean;
+  readonly gracefulTimeoutMs?: number;
+}
+
+export interface MoveResult {
+  readonly record: CutoverRecord;
+  readonly state: MachineState;
+  readonly disks: readonly PlacedDiskRef[];
+}
+
+/**
+ * The cutover of a placement change. The disks were pre-copied (warm) by their own resources;
+ * here the source stops, each disk gets its final delta (placeDisk from the old replica: a
+ * block delta, or a full copy for vSphere) and is verified, and the new machine starts and must
+ * pass its health check. Any failure rolls back: the new machine is removed, the old one
+ * started again, and the record says so.
+ */
+export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
+  const { from, to } = request;
+  const placed = new Map<string, PlacedDiskRef>();
+  let state: MachineState | undefined;
+  const verifiedBlocks = new Map<string, number>();
+  const disks: DiskReplication[] = to.disks.map((disk) => {
+    const old = from.disks.find((d) => d.id === disk.id);
+    if (old === undefined) throw new PortableError("MOVE_DISK_UNKNOWN", `move ${to.workload.name}: disk ${disk.id} has no copy on the old placement`);
+    return {
+      key: disk.id,
+      async pass() {
+        const result = await placeDisk({
+          workload: to.workload.name,
+          disk: disk.id,
+          source: { replicaOf: old.target },
+          target: disk.target,
+          stateDir: request.stateDir,
+          verify: request.verify === "full" ? { mode: "full" } : request.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
+          ...(from.vsphere ?? to.vsphere ? { vsphere: (to.vsphere ?? from.vsphere)! } : {}),
+        });
+        placed.set(disk.id, { id: disk.id, location: result.location, target: disk.target });
+        verifiedBlocks.set(disk.id, result.verifiedBlocks);
+        return result;
+      },
+      // placeDisk read the target back already; report what it checked.
+      async verify(policy) {
+        return { mode: policy.mode, blocksChecked: verifiedBlocks.get(disk.id) ?? 0, bytesRead: 0, mismatches: [], ok: true, seconds: 0 };
+      },
+    };
+  });
+  const source: Machine = {
+    name: `${from.placement.kind}:${from.machineId}`,
+    isRunning: () => isRunning(from, from.machineId),
+    start: () => restartMachine(from, from.machineId),
+    stop: (options) => stopMachine(from, from.machineId, options?.gracefulTimeoutMs),
+  };
+  const target: Machine = {
+    name: `${to.placement.kind}:${to.workload.name}`,
+    isRunning: async () => state !== undefined && state.running,
+    async start() {
+      state = await createMachine({ ...to, disks: to.disks.map((d) => placed.get(d.id) ?? d) });
+    },
+    async stop() {
+      if (state !== undefined) await destroyMachine(to, state.machineId);
+      return { graceful: true };
+    },
+  };
+  const record = await cutover({
+    source,
+    target,
+    disks,
+    verify: request.verify === "full" ? { mode: "full" } : request.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
+    gracefulTimeoutMs: request.gracefulTimeoutMs ?? 30_000,
+    healthCheck: async (): Promise<HealthResult> => {
+      if (state === undefined) return { ok: false, detail: "the target machine was not created" };
+      const wantsRunning = (to.placement.kind === "local" && to.placement.start) || (to.placement.kind === "vsphere" && to.placement.powerOn);
+      if (!wantsRunning) return { ok: true, detail: "created (not started, as the placement asks)" };
+      // A local guest that printed its marker may have powered off by itself: the marker is the proof.
+      return { ok: state.running, detail: state.bootSeconds === undefined ? "running" : `up in ${state.bootSeconds.toFixed(1)} s` };
+    },
+  });
+  if (request.deleteSource) {
+    await destroyMachine(from, from.machineId);
+    for (const disk of from.disks) {
+      await removeDisk({ workload: from.workload.name, disk: disk.id, target: disk.target, stateDir: request.stateDir, virtualSizeBytes: 0, ...(from.vsphere ? { vsphere: from.vsphere } : {}) });
+    }
+  }
+  return { record, state: state!, disks: to.disks.map((d) => placed.get(d.id) ?? d) };
+}
+
+/** The vCenter connection of a vsphere placement, with its password (kept out of the placement). */
+export function vsphereConnectionFor(placement: Placement, password: string | undefined): VsphereConnection | undefined {
+  if (placement.kind !== "vsphere" || password === undefined) return undefined;
+  return {
+    url: placement.url,
+    username: placement.username,
+    password,
+    insecure: placement.insecure,
+    ...(placement.caPem === undefined ? {} : { caPem: placement.caPem }),
+    ...(placement.thumbprint === undefined ? {} : { thumbprint: placement.thumbprint }),
+  };
+}

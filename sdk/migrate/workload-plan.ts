@@ -1,0 +1,105 @@
+// The plan a preview shows for a workload: for each disk, where it is now (the last placement
+// recorded in the state directory, else its spec source), where it goes, the bytes to move
+// (exact: against the replica's manifest when one exists there, so a flip back is a delta),
+// the conversion, the expected downtime, and readiness findings for the target from inspecting
+// the guest on the disk.
+import { FileReplicaStore, type CommittedReplica } from "../transfer/checkpoint.ts";
+import { openSource } from "../transfer/open-source.ts";
+import type { DiskSource } from "../disk/types.ts";
+import { inspectGuest } from "../inspect/inspect.ts";
+import type { Finding, InspectTarget } from "../inspect/types.ts";
+import type { Placement } from "../spec/placement.ts";
+import type { Workload } from "../spec/workload.ts";
+import { openReplica, readCurrent, replicaKey, type CurrentPlacement } from "./disk-placement.ts";
+import { describePlan, planMigration, type MigrationPlan } from "./plan.ts";
+import { formatBytes } from "../units.ts";
+
+export interface PlannedDisk {
+  readonly disk: string;
+  /** "spec" (first placement), "move" (the placement changed) or "in-place". */
+  readonly action: "create" | "move" | "in-place";
+  readonly from: string;
+  readonly to: string;
+}
+
+export interface WorkloadPlan {
+  readonly workload: string;
+  readonly fromKind: string;
+  readonly toKind: Placement["kind"];
+  readonly mode: "warm" | "cold";
+  readonly disks: readonly PlannedDisk[];
+  readonly plan: MigrationPlan;
+  readonly findings: readonly Finding[];
+  readonly summary: string;
+}
+
+export interface WorkloadPlanInput {
+  readonly workload: Workload;
+  readonly placement: Placement;
+  readonly mode: "warm" | "cold";
+  readonly stateDir: string;
+  /** Per disk id: the spec source and the target string. */
+  readonly disks: ReadonlyArray<{ readonly id: string; readonly source: string; readonly sourceFormat?: string; readonly target: string }>;
+  /** Boot time of the target for the downtime estimate. @default 30 s (clouds), 15 s (local) */
+  readonly bootSeconds?: number;
+  /** The vCenter password, to read a disk that is on vSphere now. */
+  readonly vspherePassword?: string;
+}
+
+function kindOf(target: string): string {
+  if (target.startsWith("ebs://")) return "aws";
+  if (target.startsWith("azblob://") || target.startsWith("https://")) return "azure";
+  if (target.startsWith("vsphere://")) return "vsphere";
+  return "local";
+}
+
+export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPlan> {
+  const store = new FileReplicaStore(input.stateDir);
+  const planned: PlannedDisk[] = [];
+  const sources: Array<{ key: string; source: DiskSource; committed?: CommittedReplica; conversion: string }> = [];
+  const findings: Finding[] = [];
+  let fromKind = "image";
+  try {
+    for (const disk of input.disks) {
+      const current = readCurrent(input.stateDir, input.workload.name, disk.id);
+      const action = current === undefined ? "create" : current.target === disk.target ? "in-place" : "move";
+      if (current !== undefined) fromKind = kindOf(current.target);
+      planned.push({ disk: disk.id, action, from: current?.target ?? disk.source, to: disk.target });
+      if (action === "in-place") continue;
+      const source = await openPlanSource(current, disk, store, input);
+      const key = replicaKey(input.workload.name, disk.id, disk.target);
+      const committed = await store.loadCommitted(key);
+      sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}` });
+      if (sources.length === 1) findings.push(...(await readiness(source, input)));
+    }
+    const local = input.placement.kind === "local" || input.placement.kind === "vsphere";
+    const plan = await planMigration(sources, { mode: input.mode, bootSeconds: input.bootSeconds ?? (local ? 15 : 30) });
+    const toKind = input.placement.kind;
+    const lines = [
+      `${input.workload.name}: ${fromKind} → ${toKind} (${input.mode}), ${planned.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move`,
+      ...planned.filter((d) => d.action === "in-place").map((d) => `  ${d.disk}: already on ${toKind}`),
+      ...describePlan(plan).split("\n").slice(1),
+      ...findings.filter((f) => f.severity !== "info").map((f) => `  readiness ${f.severity}: ${f.code}: ${f.message}${f.fixHint ? ` (fix: ${f.fixHint})` : ""}`),
+    ];
+    return { workload: input.workload.name, fromKind, toKind, mode: input.mode, disks: planned, plan, findings, summary: lines.join("\n") };
+  } finally {
+    for (const s of sources) await s.source.close();
+  }
+}
+
+async function openPlanSource(current: CurrentPlacement | undefined, disk: WorkloadPlanInput["disks"][number], store: FileReplicaStore, input: WorkloadPlanInput): Promise<DiskSource> {
+  if (current === undefined) return openSource(disk.source, disk.sourceFormat);
+  const vsphere = current.vsphere !== undefined && input.vspherePassword !== undefined ? { ...current.vsphere, password: input.vspherePassword } : undefined;
+  return openReplica(input.workload.name, disk.id, current.target, store, vsphere);
+}
+
+/** The guest's readiness for the target: findings, never an exception (a plan must print). */
+async function readiness(source: DiskSource, input: WorkloadPlanInput): Promise<Finding[]> {
+  const target: InspectTarget = input.placement.kind === "local" ? "local" : input.placement.kind;
+  try {
+    const report = await inspectGuest(source, { targets: [target], firmware: input.workload.firmware.type, architecture: input.workload.guestOs.architecture });
+    return [...report.findings];
+  } catch (error) {
+    return [{ severity: "warning", code: "INSPECT_FAILED", message: `the guest could not be inspected: ${(error as Error).message}`, evidencePath: "", fixHint: "" } as Finding];
+  }
+}

@@ -1,0 +1,147 @@
+// The Workload component through the real engine: local → vSphere (vcsim) → local.
+// 1. up on local: the disk lands in the local datastore and the machine boots under QEMU (its
+//    marker on the serial console is the health check);
+// 2. preview with the placement changed to vsphere: the plan summary names the bytes, the
+//    conversion and a downtime estimate;
+// 3. up migrates: the VM exists in vcsim with the spec's CPUs, memory and firmware, and its
+//    disk on the datastore hashes equal to the source;
+// 4. back to local: up migrates back (a delta into the kept local replica) and the machine
+//    passes its boot check again;
+// 5. destroy leaves nothing in vcsim or in the local datastore directory.
+import assert from "node:assert/strict";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import * as pulumi from "@pulumi/pulumi";
+import { Workload } from "../../components/workload.ts";
+import { listVms } from "../../sdk/clouds/vsphere/inventory.ts";
+import { readVmConfig } from "../../sdk/clouds/vsphere/vm.ts";
+import { openVsphereDisk } from "../../sdk/clouds/vsphere/disk-url.ts";
+import type { PlacementInput } from "../../sdk/spec/placement.ts";
+import { buildBootImage, type BootImage } from "../harness/boot-image.ts";
+import { fileSha256, sourceSha256 } from "../harness/disk.ts";
+import { createInlineStack, type InlineStack } from "../harness/pulumi.ts";
+import { startVcsim, type Vcsim } from "../harness/vcsim.ts";
+import { connect } from "../clouds/vsphere/helpers.ts";
+
+describe("Workload: local → vSphere → local through the Pulumi engine", { timeout: 900_000 }, () => {
+  let sim: Vcsim;
+  let env: InlineStack;
+  let image: BootImage;
+  let placement: PlacementInput;
+  let localDir = "";
+  let stateDir = "";
+  let expected = "";
+
+  before(async () => {
+    [sim, image] = await Promise.all([startVcsim(), buildBootImage({ firmware: "bios" })]);
+    expected = await fileSha256(image.path);
+    env = await createInlineStack("pw-workload", async () => {
+      const web = new Workload("web", {
+        spec: {
+          name: "web",
+          cpu: { sockets: 1, coresPerSocket: 2 },
+          memoryMiB: 256,
+          firmware: { type: "bios" },
+          disks: [{ id: "disk0", sizeBytes: image.sizeBytes, source: { kind: "file", path: image.path, format: "raw" }, bus: "sata", bootOrder: 0 }],
+          nics: [{ network: "VM Network" }],
+          guestOs: { family: "linux", distribution: "debian", version: "12" },
+        },
+        placement,
+        migration: { mode: "warm", source: "keep", verify: "full" },
+        vspherePassword: pulumi.secret(sim.password),
+        stateDir,
+      });
+      return { machineId: web.machineId, disks: web.disks };
+    });
+    localDir = join(env.dir, "local");
+    stateDir = join(env.dir, "state");
+    placement = { kind: "local", dir: localDir, bootMarker: image.marker };
+  });
+  after(async () => {
+    await env?.cleanup();
+    await sim?.stop();
+  });
+
+  const vspherePlacement = (): PlacementInput => ({
+    kind: "vsphere", url: sim.url, username: sim.username, datacenter: "DC0", datastore: "LocalDS_0", caPem: sim.caPem, folder: "web",
+  });
+
+  it("GIVEN a local placement WHEN up THEN the disk is in the local datastore and the machine boots", async () => {
+    const result = await env.stack.up();
+    assert.equal(result.summary.result, "succeeded");
+    const disk = (result.outputs.disks!.value as Record<string, string>).disk0!;
+    assert.equal(disk, join(localDir, "disks", "web-disk0.raw"));
+    assert.equal(await fileSha256(disk), expected);
+    const state = await env.stack.exportStack();
+    const machine = state.deployment.resources.find((r: { type: string }) => r.type === "pulumi-nodejs:dynamic/portable:Machine");
+    assert.equal(machine.outputs.running, true, "the marker appeared on the serial console");
+  });
+
+  it("GIVEN the placement changes to vsphere WHEN previewed THEN the plan names bytes, conversion and downtime", async () => {
+    placement = vspherePlacement();
+    let output = "";
+    const preview = await env.stack.preview({ onOutput: (text) => (output += text) });
+    assert.equal(preview.changeSummary.update, 2, "the disk and the machine update in place; nothing is replaced");
+    const summary = /web: local → vsphere \(warm\), 1 disk\(s\), ([\d.]+) MiB to move/.exec(output);
+    assert.ok(summary, `the plan summary is in the preview output:\n${output}`);
+    assert.ok(Number(summary[1]) > 1, "the allocated data of the boot image");
+    assert.match(output, /disk0: raw → vsphere/);
+    assert.match(output, /estimated downtime [\d.]+ s \(stop [\d.]+, scan [\d.]+, send [\d.]+, verify [\d.]+, boot [\d.]+\)/);
+  });
+
+  it("WHEN up THEN the VM exists in vcsim with the spec's CPUs, memory and firmware, and its disk hashes equal to the source", async () => {
+    const result = await env.stack.up();
+    assert.equal(result.summary.result, "succeeded");
+    const client = await connect(sim);
+    try {
+      const vms = (await listVms(client)).filter((vm) => vm.name === "web");
+      assert.equal(vms.length, 1);
+      const config = await readVmConfig(client, vms[0]!.ref);
+      assert.equal(config.cpus, 2);
+      assert.equal(config.disks.length, 1);
+      assert.equal(config.nics.length, 1);
+      assert.equal(config.memoryMiB, 256);
+      assert.equal(config.firmware, "bios");
+      const disk = await openVsphereDisk(client, `vsphere://x/web/web-disk0.vmdk?dc=DC0&ds=LocalDS_0`);
+      try {
+        assert.equal(await sourceSha256(disk), expected);
+      } finally {
+        await disk.close();
+      }
+    } finally {
+      await client.logout();
+    }
+    const state = await env.stack.exportStack();
+    const machine = state.deployment.resources.find((r: { type: string }) => r.type === "pulumi-nodejs:dynamic/portable:Machine");
+    const move = JSON.parse(machine.outputs.lastMove);
+    assert.equal(move.state, "completed");
+    assert.deepEqual(move.steps.map((s: { name: string }) => s.name), ["stop-source", "final-pass", "verify", "start-target", "health-check"]);
+  });
+
+  it("GIVEN the placement goes back to local WHEN up THEN it migrates back and the local machine boots", async () => {
+    placement = { kind: "local", dir: localDir, bootMarker: image.marker };
+    const result = await env.stack.up();
+    assert.equal(result.summary.result, "succeeded");
+    assert.equal(await fileSha256(join(localDir, "disks", "web-disk0.raw")), expected);
+    const state = await env.stack.exportStack();
+    const disk = state.deployment.resources.find((r: { type: string }) => r.type === "pulumi-nodejs:dynamic/portable:Disk");
+    assert.equal(disk.outputs.bytesSent, 0, "the kept local replica already held this content: nothing was re-sent");
+    const machine = state.deployment.resources.find((r: { type: string }) => r.type === "pulumi-nodejs:dynamic/portable:Machine");
+    assert.equal(machine.outputs.running, true, "the local machine booted again");
+  });
+
+  it("WHEN destroyed THEN nothing is left in vcsim or in the local datastore", async () => {
+    const result = await env.stack.destroy();
+    assert.equal(result.summary.result, "succeeded");
+    const client = await connect(sim);
+    try {
+      assert.deepEqual((await listVms(client)).filter((vm) => vm.name === "web"), []);
+      const stale = await openVsphereDisk(client, `vsphere://x/web/web-disk0.vmdk?dc=DC0&ds=LocalDS_0`).then(() => true, () => false);
+      assert.equal(stale, false, "the datastore disk is gone");
+    } finally {
+      await client.logout();
+    }
+    assert.deepEqual(await readdir(join(localDir, "disks")), []);
+  });
+});
