@@ -1,0 +1,155 @@
+// The aws and azure placements compose the official providers' resources, which cannot run
+// here (no provider plugins): pulumi.runtime.setMocks records what they would create. The
+// inputs asserted come from our mappings (firmware → bootMode / hyperVGeneration, size →
+// instance type / VM size), so a wrong mapping fails here.
+import assert from "node:assert/strict";
+import { before, describe, it } from "node:test";
+import * as pulumi from "@pulumi/pulumi";
+import { AwsPlacement } from "../../components/placements/aws.ts";
+import { AzurePlacement } from "../../components/placements/azure.ts";
+import { Workload } from "../../components/workload.ts";
+import { placementSchema } from "../../sdk/spec/placement.ts";
+import { parseWorkload, WorkloadValidationError } from "../../sdk/spec/workload.ts";
+
+interface Created {
+  readonly type: string;
+  readonly name: string;
+  readonly inputs: Record<string, unknown>;
+}
+const created: Created[] = [];
+
+before(() => {
+  pulumi.runtime.setMocks(
+    {
+      newResource(args) {
+        created.push({ type: args.type, name: args.name, inputs: args.inputs });
+        return { id: `${args.name}-id`, state: { ...args.inputs, privateIp: "10.0.0.5" } };
+      },
+      call: (args) => args.inputs,
+    },
+    "pw-mocks",
+    "test",
+    false,
+  );
+});
+
+function resolved<T>(output: pulumi.Output<T>): Promise<T> {
+  return new Promise((resolve) => output.apply(resolve));
+}
+
+const workload = parseWorkload({
+  name: "web",
+  cpu: { sockets: 1, coresPerSocket: 4 },
+  memoryMiB: 16384,
+  firmware: { type: "uefi" },
+  disks: [
+    { id: "os", sizeBytes: 20 * 1024 ** 3, source: { kind: "file", path: "/img/os.qcow2" }, bootOrder: 0 },
+    { id: "data", sizeBytes: 100 * 1024 ** 3 + 1, source: { kind: "file", path: "/img/data.qcow2" } },
+  ],
+  guestOs: { family: "linux", distribution: "ubuntu", version: "22.04" },
+});
+
+describe("aws placement (setMocks)", () => {
+  it("GIVEN two snapshots WHEN composed THEN the Ami carries them with the UEFI boot mode and ENA, and the Instance uses the mapped type", async () => {
+    created.length = 0;
+    const placement = placementSchema.parse({ kind: "aws", region: "eu-west-1", subnetId: "subnet-1", securityGroupIds: ["sg-1"] });
+    if (placement.kind !== "aws") throw new Error("unreachable");
+    const aws = new AwsPlacement("web", { workload, placement, disks: [{ id: "os", sizeBytes: 20 * 1024 ** 3, snapshotId: "snap-0a" }, { id: "data", sizeBytes: 100 * 1024 ** 3 + 1, snapshotId: "snap-0b" }] });
+    await resolved(aws.instance!.id);
+    const ami = created.find((c) => c.type === "aws:ec2/ami:Ami")!;
+    assert.equal(ami.inputs.bootMode, "uefi");
+    assert.equal(ami.inputs.enaSupport, true);
+    assert.equal(ami.inputs.architecture, "x86_64");
+    assert.equal(ami.inputs.virtualizationType, "hvm");
+    const devices = ami.inputs.ebsBlockDevices as Array<Record<string, unknown>>;
+    assert.deepEqual(devices.map((d) => [d.deviceName, d.snapshotId, d.volumeSize]), [["/dev/xvda", "snap-0a", 20], ["/dev/sdf", "snap-0b", 101]]);
+    assert.equal(ami.inputs.rootDeviceName, "/dev/xvda");
+    const instance = created.find((c) => c.type === "aws:ec2/instance:Instance")!;
+    assert.equal(instance.inputs.instanceType, "m7i.xlarge", "4 vCPUs and 16 GiB: the smallest m7i that fits");
+    assert.equal(instance.inputs.subnetId, "subnet-1");
+    assert.deepEqual(instance.inputs.vpcSecurityGroupIds, ["sg-1"]);
+    assert.equal(instance.inputs.ami, "web-ami-id");
+  });
+
+  it("GIVEN an instance type override and a BIOS arm64 workload WHEN composed THEN the override wins, and BIOS on arm64 is refused", async () => {
+    created.length = 0;
+    const placement = placementSchema.parse({ kind: "aws", region: "us-east-1", instanceType: "c7i.large" });
+    if (placement.kind !== "aws") throw new Error("unreachable");
+    const aws = new AwsPlacement("api", { workload, placement, disks: [{ id: "os", sizeBytes: 1024 ** 3, snapshotId: "snap-1" }] });
+    await resolved(aws.instance!.id);
+    assert.equal(created.find((c) => c.type === "aws:ec2/instance:Instance")!.inputs.instanceType, "c7i.large");
+    const arm = parseWorkload({ name: "arm", memoryMiB: 1024, firmware: { type: "bios" }, guestOs: { family: "linux", architecture: "arm64" } });
+    assert.throws(() => new AwsPlacement("arm", { workload: arm, placement, disks: [] }), { code: "AWS_FIRMWARE_UNSUPPORTED" });
+  });
+});
+
+describe("azure placement (setMocks)", () => {
+  it("GIVEN two page blobs WHEN composed with Import THEN the Disks import them as Gen2, the VM attaches them with the mapped size", async () => {
+    created.length = 0;
+    const placement = placementSchema.parse({
+      kind: "azure", location: "westeurope", resourceGroupName: "rg", storageAccount: "acct", container: "disks",
+      storageAccountId: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct", networkInterfaceId: "/nic/1",
+    });
+    if (placement.kind !== "azure") throw new Error("unreachable");
+    const azure = new AzurePlacement("web", { workload, placement, disks: [
+      { id: "os", sizeBytes: 20 * 1024 ** 3, blobUrl: "https://acct.blob.core.windows.net/disks/web-os.vhd" },
+      { id: "data", sizeBytes: 100 * 1024 ** 3, blobUrl: "https://acct.blob.core.windows.net/disks/web-data.vhd" },
+    ] });
+    await resolved(azure.vm!.id);
+    const disks = created.filter((c) => c.type === "azure-native:compute:Disk");
+    assert.equal(disks.length, 2);
+    for (const disk of disks) {
+      assert.equal(disk.inputs.hyperVGeneration, "V2");
+      const data = disk.inputs.creationData as Record<string, unknown>;
+      assert.equal(data.createOption, "Import");
+      assert.equal(data.storageAccountId, placement.storageAccountId);
+    }
+    const os = disks.find((d) => d.name === "web-os")!;
+    assert.equal((os.inputs.creationData as Record<string, unknown>).sourceUri, "https://acct.blob.core.windows.net/disks/web-os.vhd");
+    assert.equal(os.inputs.osType, "Linux");
+    assert.equal(disks.find((d) => d.name === "web-data")!.inputs.osType, undefined, "only the OS disk has an osType");
+    const vm = created.find((c) => c.type === "azure-native:compute:VirtualMachine")!;
+    assert.equal((vm.inputs.hardwareProfile as Record<string, unknown>).vmSize, "Standard_D4s_v5");
+    const storage = vm.inputs.storageProfile as { osDisk: Record<string, unknown>; dataDisks: Array<Record<string, unknown>> };
+    assert.equal(storage.osDisk.createOption, "Attach");
+    assert.deepEqual((storage.osDisk.managedDisk as Record<string, unknown>).id, "web-os-id");
+    assert.equal(storage.dataDisks.length, 1);
+    assert.equal(storage.dataDisks[0]!.lun, 0);
+  });
+
+  it("GIVEN the Upload flow and a BIOS workload WHEN composed THEN the Disk is an Upload of the VHD's size and Gen1", async () => {
+    created.length = 0;
+    const bios = parseWorkload({ ...workload, firmware: { type: "bios" }, disks: [workload.disks[0]] });
+    const placement = placementSchema.parse({ kind: "azure", location: "westeurope", resourceGroupName: "rg", storageAccount: "acct", container: "disks", storageAccountId: "/sa", launch: false });
+    if (placement.kind !== "azure") throw new Error("unreachable");
+    const azure = new AzurePlacement("legacy", { workload: bios, placement, createOption: "Upload", disks: [{ id: "os", sizeBytes: 20 * 1024 ** 3 + 1, blobUrl: "unused" }] });
+    await resolved(azure.disks[0]!.id);
+    const disk = created.find((c) => c.type === "azure-native:compute:Disk")!;
+    assert.equal(disk.inputs.hyperVGeneration, "V1");
+    const data = disk.inputs.creationData as Record<string, unknown>;
+    assert.equal(data.createOption, "Upload");
+    assert.equal(data.uploadSizeBytes, 20 * 1024 ** 3 + 1024 * 1024 + 512, "whole MiB up, plus the 512-byte footer");
+    assert.equal(azure.vm, undefined, "launch: false creates no VM");
+  });
+});
+
+describe("Workload args (setMocks)", () => {
+  it("GIVEN an invalid spec, placement and policy WHEN constructed THEN it fails with every issue and its path", () => {
+    assert.throws(
+      () => new Workload("bad", {
+        spec: { name: "", memoryMiB: 0, firmware: { type: "bios", secureBoot: true }, guestOs: { family: "linux" }, disks: [{ id: "d", sizeBytes: -1 }] },
+        placement: { kind: "aws" } as never,
+        migration: { mode: "lukewarm" } as never,
+      }),
+      (error: unknown) => {
+        assert.ok(error instanceof WorkloadValidationError);
+        const paths = error.issues.map((i) => i.path);
+        for (const path of ["spec.name", "spec.memoryMiB", "spec.firmware.secureBoot", "spec.disks.0.sizeBytes", "placement.region", "migration.mode"]) {
+          assert.ok(paths.includes(path), `${path} is reported (got ${paths.join(", ")})`);
+        }
+        assert.match(error.message, /Workload bad: \d+ problem\(s\)/);
+        return true;
+      },
+    );
+  });
+});
