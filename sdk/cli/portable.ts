@@ -19,6 +19,7 @@ import { displayName, isAzureDiskUrl } from "../clouds/azure/url.ts";
 import { EXIT_DIFFERENT, EXIT_ERROR, formatBytes, progressReporter, setUsage, usageError, withDisk, writerOptions } from "./common.ts";
 import { planCommand, replicateCommand, REPLICATE_USAGE } from "./replicate.ts";
 import { INSPECT_GUEST_USAGE, inspectGuestCommand } from "./inspect-guest.ts";
+import { PLAN_COMMENT_USAGE, planCommentCommand } from "./plan-comment.ts";
 import { describeOvaStream, describePackage } from "../ovf/describe.ts";
 
 const USAGE = `usage: portable <command> [options]
@@ -46,6 +47,7 @@ const USAGE = `usage: portable <command> [options]
                                            if the manifest fails or a system makes no valid Workload
 
 ${REPLICATE_USAGE}
+${PLAN_COMMENT_USAGE}
   vsphere ls [--json] | copy-disk <vm> <diskIndex|label> <out> [-O fmt]
                                            list vSphere VMs / copy a VM's disk (VSPHERE_URL,
                                            VSPHERE_USERNAME, VSPHERE_PASSWORD; see \`portable vsphere --help\`)
@@ -251,6 +253,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   ovf: ovfCommand,
   replicate: replicateCommand,
   plan: planCommand,
+  "plan-comment": planCommentCommand,
   // Loaded on use: the SOAP client is only needed for vSphere.
   vsphere: async (args) => (await import("./vsphere.ts")).runVsphereCommand(args),
 };

@@ -97,7 +97,8 @@ async function openPlanSource(current: CurrentPlacement | undefined, disk: Workl
 async function readiness(source: DiskSource, input: WorkloadPlanInput): Promise<Finding[]> {
   const target: InspectTarget = input.placement.kind === "local" ? "local" : input.placement.kind;
   try {
-    const report = await inspectGuest(source, { targets: [target], firmware: input.workload.firmware.type, architecture: input.workload.guestOs.architecture });
+    const bus = input.workload.disks[0]?.bus;
+    const report = await inspectGuest(source, { targets: [target], firmware: input.workload.firmware.type, architecture: input.workload.guestOs.architecture, ...(bus === undefined ? {} : { diskBus: bus }) });
     return [...report.findings];
   } catch (error) {
     return [{ severity: "warning", code: "INSPECT_FAILED", message: `the guest could not be inspected: ${(error as Error).message}`, evidencePath: "", fixHint: "" } as Finding];

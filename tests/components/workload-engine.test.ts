@@ -9,7 +9,9 @@
 //    passes its boot check again;
 // 5. destroy leaves nothing in vcsim or in the local datastore directory.
 import assert from "node:assert/strict";
-import { readdir } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { readdir, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
@@ -23,6 +25,9 @@ import { fileSha256, sourceSha256 } from "../harness/disk.ts";
 import { createInlineStack, type InlineStack } from "../harness/pulumi.ts";
 import { startVcsim, type Vcsim } from "../harness/vcsim.ts";
 import { connect } from "../clouds/vsphere/helpers.ts";
+import { REPO_ROOT } from "../harness/tools.ts";
+
+const exec = promisify(execFile);
 
 describe("Workload: local → vSphere → local through the Pulumi engine", { timeout: 900_000 }, () => {
   let sim: Vcsim;
@@ -81,13 +86,34 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
   it("GIVEN the placement changes to vsphere WHEN previewed THEN the plan names bytes, conversion and downtime", async () => {
     placement = vspherePlacement();
     let output = "";
-    const preview = await env.stack.preview({ onOutput: (text) => (output += text) });
+    // The engine's events, in the shape `pulumi preview --json` writes them (steps, diagnostics).
+    const steps: Array<{ op: string; urn: string; diffReasons?: string[] }> = [];
+    const diagnostics: Array<{ urn?: string; message: string; severity: string }> = [];
+    const preview = await env.stack.preview({
+      onOutput: (text) => (output += text),
+      onEvent: (event) => {
+        const pre = event.resourcePreEvent?.metadata;
+        if (pre) steps.push({ op: pre.op, urn: pre.urn, ...(pre.diffs ? { diffReasons: pre.diffs } : {}) });
+        const diag = event.diagnosticEvent;
+        if (diag) diagnostics.push({ ...(diag.urn ? { urn: diag.urn } : {}), message: diag.message, severity: diag.severity });
+      },
+    });
     assert.equal(preview.changeSummary.update, 2, "the disk and the machine update in place; nothing is replaced");
     const summary = /web: local → vsphere \(warm\), 1 disk\(s\), ([\d.]+) MiB to move/.exec(output);
     assert.ok(summary, `the plan summary is in the preview output:\n${output}`);
     assert.ok(Number(summary[1]) > 1, "the allocated data of the boot image");
     assert.match(output, /disk0: raw → vsphere/);
     assert.match(output, /estimated downtime [\d.]+ s \(stop [\d.]+, scan [\d.]+, send [\d.]+, verify [\d.]+, boot [\d.]+\)/);
+
+    const json = join(env.dir, "preview.json");
+    await writeFile(json, JSON.stringify({ steps, diagnostics, changeSummary: preview.changeSummary }));
+    const { stdout } = await exec(process.execPath, [join(REPO_ROOT, "sdk/cli/portable.ts"), "plan-comment", json]);
+    assert.match(stdout, /^## Migration plan\n\n### web\n\n```\nweb: local → vsphere \(warm\)/);
+    assert.match(stdout, /\| `~` update \| `pulumi-nodejs:dynamic\/portable:Disk` \| web-disk0 \|/);
+    // The guest was inspected for vSphere: its kernel has AHCI (the sata bus) but no vmxnet3/e1000.
+    assert.doesNotMatch(stdout, /no storage driver/);
+    assert.match(stdout, /readiness warning: INSPECT_DRIVER_MISSING: vsphere: no network driver/);
+    assert.match(stdout, /\| `~` update \| `pulumi-nodejs:dynamic\/portable:Machine` \| web-machine \|/);
   });
 
   it("WHEN up THEN the VM exists in vcsim with the spec's CPUs, memory and firmware, and its disk hashes equal to the source", async () => {
