@@ -51,14 +51,17 @@ export class Workload extends pulumi.ComponentResource {
 
     // The plan is computed while the program runs, so the preview shows it. It never fails the
     // program: a disk that cannot be read for planning is reported, and the update will say why.
-    this.plan = pulumi.output(args.vspherePassword).apply((vspherePassword) =>
+    this.plan = pulumi.all([pulumi.output(args.vspherePassword), pulumi.output(args.diskSources ?? {})]).apply(([vspherePassword, overrides]) =>
       planWorkload({
         workload: spec,
         placement,
         mode: migration.mode,
         stateDir,
         ...(vspherePassword === undefined ? {} : { vspherePassword }),
-        disks: diskInputs.map((d) => ({ id: d.id, source: d.text, ...(d.format === undefined ? {} : { sourceFormat: d.format }), target: d.target })),
+        disks: diskInputs.map((d) => {
+          const override = (overrides as Record<string, string>)[d.id];
+          return { id: d.id, source: override ?? d.text, ...(override === undefined && d.format !== undefined ? { sourceFormat: d.format } : {}), target: d.target };
+        }),
       }).then(
         (plan) => {
           void pulumi.log.info(plan.summary, this);
@@ -82,7 +85,7 @@ export class Workload extends pulumi.ComponentResource {
           workload: spec.name,
           disk: d.id,
           source: args.diskSources?.[d.id] ?? d.text,
-          ...(d.format === undefined ? {} : { sourceFormat: d.format }),
+          ...(d.format === undefined || args.diskSources?.[d.id] !== undefined ? {} : { sourceFormat: d.format }),
           target: d.target,
           stateDir,
           verify: migration.verify,

@@ -92,7 +92,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
 function requestOf(inputs: MachineInputs, machines: typeof Machines): Machines.MachineRequest {
   const placement = JSON.parse(inputs.placement) as Specs.Placement;
   const vsphere = machines.vsphereConnectionFor(placement, inputs.vspherePassword);
-  return { workload: JSON.parse(inputs.spec), placement, disks: JSON.parse(inputs.disks), ...(vsphere ? { vsphere } : {}) };
+  return { workload: JSON.parse(inputs.spec), placement, disks: JSON.parse(inputs.disks), stateDir: inputs.stateDir, ...(vsphere ? { vsphere } : {}) };
 }
 
 function outputsOf(inputs: MachineInputs, state: Machines.MachineState, lastMove: string, retained: string): MachineOutputs {

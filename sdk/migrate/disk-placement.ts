@@ -209,3 +209,28 @@ export function readCurrent(stateDir: string, workload: string, disk: string): C
     return undefined;
   }
 }
+
+/** Measured machine timings per placement kind, so the next plan estimates from this machine. */
+export interface MachineTimings {
+  readonly bootSeconds?: number;
+  readonly stopSeconds?: number;
+}
+
+function timingsPath(stateDir: string, workload: string): string {
+  return join(stateDir, `${plainName(workload)}.timings.json`);
+}
+
+export function readTimings(stateDir: string, workload: string): Readonly<Record<string, MachineTimings>> {
+  try {
+    return JSON.parse(readFileSync(timingsPath(stateDir, workload), "utf8")) as Record<string, MachineTimings>;
+  } catch {
+    return {};
+  }
+}
+
+export async function recordTimings(stateDir: string, workload: string, kind: string, timings: MachineTimings): Promise<void> {
+  const all = { ...readTimings(stateDir, workload) };
+  all[kind] = { ...all[kind], ...timings };
+  await mkdir(stateDir, { recursive: true });
+  await writeFile(timingsPath(stateDir, workload), JSON.stringify(all));
+}

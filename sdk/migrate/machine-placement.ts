@@ -9,7 +9,7 @@ import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import type { VsphereClient } from "../clouds/vsphere/client.ts";
 import type { VsphereConnection } from "../clouds/vsphere/disk-url.ts";
-import { placeDisk, removeDisk } from "./disk-placement.ts";
+import { placeDisk, recordTimings, removeDisk } from "./disk-placement.ts";
 import { cutover, type CutoverRecord } from "./migrate.ts";
 import { plainName } from "./targets.ts";
 import type { DiskReplication, HealthResult, Machine } from "./types.ts";
@@ -24,6 +24,8 @@ export interface PlacedDiskRef {
 
 export interface MachineRequest {
   readonly workload: Workload;
+  /** Where measured boot and stop times are kept for the next plan. */
+  readonly stateDir?: string;
   readonly placement: Placement;
   readonly disks: readonly PlacedDiskRef[];
   readonly vsphere?: VsphereConnection;
@@ -68,6 +70,12 @@ async function withVsphere<T>(request: { readonly vsphere?: VsphereConnection },
 
 /** Creates the machine on its placed disks and starts it (health-checked) when the placement says so. */
 export async function createMachine(request: MachineRequest): Promise<MachineState> {
+  const state = await createMachineOnly(request);
+  if (request.stateDir !== undefined && state.bootSeconds !== undefined) await recordTimings(request.stateDir, request.workload.name, state.kind, { bootSeconds: state.bootSeconds });
+  return state;
+}
+
+async function createMachineOnly(request: MachineRequest): Promise<MachineState> {
   const { workload, placement } = request;
   if (placement.kind === "local") {
     const local = await import("../clouds/local/index.ts");
@@ -104,6 +112,13 @@ export async function createMachine(request: MachineRequest): Promise<MachineSta
 
 /** Stops the machine: graceful first (ACPI / guest shutdown), then hard. */
 export async function stopMachine(request: MachineRequest, machineId: string, gracefulTimeoutMs = 30_000): Promise<{ graceful: boolean }> {
+  const started = performance.now();
+  const result = await stopMachineOnly(request, machineId, gracefulTimeoutMs);
+  if (request.stateDir !== undefined) await recordTimings(request.stateDir, request.workload.name, request.placement.kind, { stopSeconds: (performance.now() - started) / 1000 });
+  return result;
+}
+
+async function stopMachineOnly(request: MachineRequest, machineId: string, gracefulTimeoutMs: number): Promise<{ graceful: boolean }> {
   const { placement } = request;
   if (placement.kind === "local") {
     const local = await import("../clouds/local/index.ts");

@@ -10,7 +10,7 @@ import { inspectGuest } from "../inspect/inspect.ts";
 import type { Finding, InspectTarget } from "../inspect/types.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
-import { openReplica, readCurrent, replicaKey, type CurrentPlacement } from "./disk-placement.ts";
+import { openReplica, readCurrent, readTimings, replicaKey, type CurrentPlacement } from "./disk-placement.ts";
 import { describePlan, planMigration, type MigrationPlan } from "./plan.ts";
 import { formatBytes } from "../units.ts";
 
@@ -72,8 +72,12 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}` });
       if (sources.length === 1) findings.push(...(await readiness(source, input)));
     }
+    // Timings measured on earlier runs of this workload beat the defaults.
+    const timings = readTimings(input.stateDir, input.workload.name);
     const local = input.placement.kind === "local" || input.placement.kind === "vsphere";
-    const plan = await planMigration(sources, { mode: input.mode, bootSeconds: input.bootSeconds ?? (local ? 15 : 30) });
+    const bootSeconds = input.bootSeconds ?? timings[input.placement.kind]?.bootSeconds ?? (local ? 15 : 30);
+    const stopSeconds = timings[fromKind]?.stopSeconds ?? 10;
+    const plan = await planMigration(sources, { mode: input.mode, bootSeconds, stopSeconds });
     const toKind = input.placement.kind;
     const lines = [
       `${input.workload.name}: ${fromKind} → ${toKind} (${input.mode}), ${planned.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move`,
