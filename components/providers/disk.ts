@@ -27,14 +27,7 @@ export interface DiskInputs {
   readonly vspherePassword?: string;
 }
 
-export interface DiskOutputs extends DiskInputs {
-  readonly location: string;
-  readonly virtualSizeBytes: number;
-  readonly digest: string;
-  readonly reference: string;
-  readonly passes: number;
-  readonly bytesSent: number;
-  readonly blocksSent: number;
+export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key" | "resumed" | "verifiedBlocks"> {
   /** Earlier targets kept after a move. */
   readonly retained: string[];
 }

@@ -12,7 +12,7 @@ import { convert } from "../disk/convert.ts";
 import { formatByName } from "../disk/formats/index.ts";
 import { createFileTarget } from "../disk/io.ts";
 import { InvalidArgsError, isPortableError } from "../errors.ts";
-import { formatBytes, progressReporter } from "./common.ts";
+import { formatBytes, progressReporter, writerOptions } from "./common.ts";
 
 export const VSPHERE_USAGE = `usage: portable vsphere <command> [connection options]
 
@@ -110,15 +110,6 @@ async function lsCommand(args: string[], io: VsphereIo): Promise<number> {
   return 0;
 }
 
-function writerOptions(pairs: readonly string[]): Record<string, string> {
-  const options: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) usageError(`-o expects key=value, got "${pair}"`);
-    options[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return options;
-}
 
 async function copyDiskCommand(args: string[], io: VsphereIo): Promise<number> {
   const { values, positionals } = parseArgs({
