@@ -9,3 +9,4 @@ export * from "./machine.ts";
 export * from "./qemu-args.ts";
 export * from "./qmp.ts";
 export * from "./test-boot.ts";
+export * from "./point-in-time.ts";
