@@ -22,3 +22,4 @@ export {
 export { startUpload, type UploadOptions, type UploadTarget } from "./upload.ts";
 export { isMoRef, moRef, type MoRef, type SoapInput } from "./xml.ts";
 export * from "./disk-url.ts";
+export * from "./point-in-time.ts";
