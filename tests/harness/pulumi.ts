@@ -16,16 +16,22 @@ export interface InlineStack {
   cleanup(): Promise<void>;
 }
 
+export interface InlineStackOptions {
+  /** Share a file:// backend (and passphrase) with another stack, e.g. for a StackReference. */
+  readonly backendDir?: string;
+  readonly passphrase?: string;
+}
+
 /** `env` reaches the engine and the provider processes (e.g. emulator credentials). */
-export async function createInlineStack(projectName: string, program: PulumiFn, env: Readonly<Record<string, string>> = {}): Promise<InlineStack> {
+export async function createInlineStack(projectName: string, program: PulumiFn, env: Readonly<Record<string, string>> = {}, options: InlineStackOptions = {}): Promise<InlineStack> {
   if (!existsSync(TOOLS.pulumi)) {
     throw new Error(`pulumi: ${TOOLS.pulumi} is not installed; run \`npm run setup\``);
   }
   const dir = await mkdtemp(join(tmpdir(), "pw-pulumi-"));
   try {
-    const backendDir = join(dir, "backend");
+    const backendDir = options.backendDir ?? join(dir, "backend");
     const pulumiHome = join(dir, "home");
-    await mkdir(backendDir);
+    await mkdir(backendDir, { recursive: true });
     await mkdir(pulumiHome);
     const pulumiCommand = await PulumiCommand.get({ root: PULUMI_ROOT, skipVersionCheck: false });
     const stack = await LocalWorkspace.createStack(
@@ -36,7 +42,7 @@ export async function createInlineStack(projectName: string, program: PulumiFn, 
         projectSettings: { name: projectName, runtime: "nodejs", backend: { url: `file://${backendDir}` } },
         secretsProvider: "passphrase",
         envVars: {
-          PULUMI_CONFIG_PASSPHRASE: randomBytes(16).toString("hex"),
+          PULUMI_CONFIG_PASSPHRASE: options.passphrase ?? randomBytes(16).toString("hex"),
           PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
           PULUMI_SKIP_UPDATE_CHECK: "true",
           // The dynamic-provider plugin is a shell script that runs `node` and resolves
