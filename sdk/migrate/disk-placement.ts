@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { openReplicaTarget } from "../transfer/open-replica.ts";
 import { openSource } from "../transfer/open-source.ts";
+import { withJobSlot } from "../transfer/job-slots.ts";
 import { replicate, type ReplicateProgress } from "../transfer/replicate.ts";
 import { verifyReplica, type VerifyPolicy } from "../transfer/verify.ts";
 import { PortableError } from "../errors.ts";
@@ -53,7 +54,16 @@ export function replicaKey(workload: string, disk: string, target: string): stri
   return `${plainName(workload).slice(0, 40)}.${plainName(disk).slice(0, 40)}.${createHash("sha256").update(target).digest("hex").slice(0, 12)}`;
 }
 
-export async function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
+/**
+ * Places one disk. Placements in one process share the PORTABLE_MAX_PARALLEL_JOBS limit
+ * (transfer/job-slots.ts): beyond it they wait their turn, so memory stays bounded however many
+ * disks a stack places at once.
+ */
+export function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
+  return withJobSlot(() => placeDiskNow(args));
+}
+
+async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
   const source = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere);
@@ -106,7 +116,10 @@ async function copyToVsphere(args: PlaceDiskArgs, source: DiskSource, store: Fil
   const { buildManifest } = await import("../transfer/manifest.ts");
   const client = await connectVsphere(requireConnection(args.vsphere, args.target));
   try {
-    const location = await copyToVsphereDisk(client, source, args.target);
+    const onProgress = args.onProgress;
+    const location = await copyToVsphereDisk(client, source, args.target, onProgress === undefined ? {} : {
+      progress: (p) => onProgress({ scannedBytes: p.doneBytes, virtualSizeBytes: p.totalBytes, blocksSent: 0, bytesSent: p.dataBytesWritten }),
+    });
     const manifest = await buildManifest(source);
     let verifiedBlocks = 0;
     const policy = args.verify ?? { mode: "sampled", blocks: 64 };

@@ -82,11 +82,13 @@ export async function startFaultProxy(upstream: string, rule: FaultRule, seed = 
           return;
         }
         // Send half of the first chunk, then cut the connection: a body shorter than its length.
+        // An answer without a body is cut at its end (after the head), never left hanging.
         upstreamRes.once("data", (chunk: Buffer) => {
           res.write(chunk.subarray(0, Math.floor(chunk.length / 2)));
           upstreamRes.destroy();
           res.socket?.destroy();
         });
+        upstreamRes.once("end", () => res.socket?.destroy());
       },
     );
     upstreamReq.once("error", () => res.socket?.destroy());

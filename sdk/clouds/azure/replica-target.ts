@@ -11,7 +11,7 @@ import type { ReplicaPass, ReplicaTarget } from "../../transfer/replicate.ts";
 import { azureCall, redactUrl, type CallOptions } from "./call.ts";
 import { crc64Nvme } from "./crc64.ts";
 import { createBlob, fixedVhdFooter, vhdBlobSizeFor } from "./page-blob-sink.ts";
-import { openPageBlobSource } from "./page-blob-source.ts";
+import { openPageBlobSource, pageBlobByteSource } from "./page-blob-source.ts";
 import { PAGE_BLOB_UPLOADS_IN_FLIGHT, PAGE_BYTES } from "./page-blob-target.ts";
 
 export interface PageBlobReplicaOptions extends CallOptions {
@@ -69,13 +69,38 @@ export function pageBlobReplica(options: PageBlobReplicaOptions): ReplicaTarget 
     }
   };
 
+  /** True when the blob has the replica's length and no footer yet: a first pass never sealed. */
+  const isUnfinished = async (): Promise<boolean> => {
+    const props = await azureCall({ operation: "Get Blob Properties", blob: name }, () => client.getProperties(), options);
+    if (props.contentLength !== blobSizeBytes) return false;
+    const at = blobSizeBytes - VHD_FOOTER_BYTES;
+    const footer = await pageBlobByteSource(client, blobSizeBytes, options).read(at, VHD_FOOTER_BYTES);
+    return footer.every((byte) => byte === 0);
+  };
+
+  /**
+   * The blob of a new replica. One that is already there with the replica's length and no
+   * footer is an unfinished first pass: cut between creating the blob and journalling the pass
+   * (a kill, or a Put Blob whose answer was lost, so its retry met If-None-Match: *). Nothing
+   * committed lives in it, so it is created again (all zeros, as a new pass assumes); its stale
+   * pages must not survive. Any other blob, a finished disk included, is refused (TARGET_EXISTS).
+   */
+  const createFresh = async (): Promise<void> => {
+    try {
+      await createBlob(client, name, blobSizeBytes, options);
+    } catch (error) {
+      if (!(isPortableError(error) && error.code === "TARGET_EXISTS") || !(await isUnfinished())) throw error;
+      await createBlob(client, name, blobSizeBytes, { ...options, overwrite: true });
+    }
+  };
+
   return {
     name,
     virtualSizeBytes,
     concurrency: options.concurrency ?? PAGE_BLOB_UPLOADS_IN_FLIGHT,
     async begin(base) {
       if (base === undefined) {
-        await createBlob(client, name, blobSizeBytes, options);
+        await createFresh();
         return makePass(true);
       }
       if (!(await checkExisting())) {
