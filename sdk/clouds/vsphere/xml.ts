@@ -171,7 +171,13 @@ export function parseSoapBody(text: string): { readonly name: string; readonly v
   if (/<!\s*(DOCTYPE|ENTITY)/i.test(text)) throw new CloudError("VSPHERE_BAD_RESPONSE", "vsphere: response holds a DTD, which is refused");
   const valid = XMLValidator.validate(text);
   if (valid !== true) throw new CloudError("VSPHERE_BAD_RESPONSE", `vsphere: response is not well-formed XML: ${valid.err.msg} (line ${valid.err.line})`);
-  const root = parser.parse(text) as Record<string, unknown[]>;
+  let root: Record<string, unknown[]>;
+  try {
+    root = parser.parse(text) as Record<string, unknown[]>;
+  } catch (err) {
+    // The validator passes some text the parser then rejects (an unterminated declaration).
+    throw new CloudError("VSPHERE_BAD_RESPONSE", `vsphere: response could not be parsed: ${(err as Error).message}`, { cause: err });
+  }
   const envelopeKey = Object.keys(root).find((k) => localName(k) === "Envelope");
   const env = envelopeKey === undefined ? undefined : (root[envelopeKey]?.[0] as Record<string, unknown[]> | undefined);
   const bodyKey = env === undefined ? undefined : Object.keys(env).find((k) => localName(k) === "Body");

@@ -364,7 +364,7 @@ export class SparseExtent {
     for (const { location, gte } of grains) {
       const { grainIndex } = location;
       if (this.lastGrain?.index === grainIndex) {
-        this.lastGrain.data.copy(out, location.outOffset, location.withinBytes, location.withinBytes + location.lengthBytes);
+        copyInflated(this.lastGrain.data, location, out);
         continue;
       }
       const markerOffset = gte * VMDK_SECTOR_BYTES;
@@ -397,9 +397,7 @@ export class SparseExtent {
       }
       const compressed = await slice(markerOffset + VMDK_GRAIN_MARKER_BYTES, marker.sizeBytes);
       const task = this.inflateGrain(grainIndex, compressed).then((grain) => {
-        const available = Math.max(0, Math.min(location.lengthBytes, grain.length - location.withinBytes));
-        if (available > 0) grain.copy(out, location.outOffset, location.withinBytes, location.withinBytes + available);
-        out.fill(0, location.outOffset + available, location.outOffset + location.lengthBytes);
+        copyInflated(grain, location, out);
         this.lastGrain = { index: grainIndex, data: grain };
       });
       inFlight.add(task);
@@ -434,6 +432,17 @@ export class SparseExtent {
   close(): Promise<void> {
     return this.source.close();
   }
+}
+
+/**
+ * Copies a piece of an inflated grain into `out`. A grain may inflate to fewer bytes than the
+ * grain size (the last grain of a disk whose size is not a whole number of grains); what it
+ * lacks reads as zeros, whether the grain was just inflated or is the cached last one.
+ */
+function copyInflated(grain: Buffer, location: GrainLocation, out: Buffer): void {
+  const available = Math.max(0, Math.min(location.lengthBytes, grain.length - location.withinBytes));
+  if (available > 0) grain.copy(out, location.outOffset, location.withinBytes, location.withinBytes + available);
+  out.fill(0, location.outOffset + available, location.outOffset + location.lengthBytes);
 }
 
 /**
