@@ -132,12 +132,12 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
   const resumed = resumedPass !== undefined;
   const pass = resumedPass ?? (await target.begin(committed));
   const journal = await store.openJournal(key);
+  const inFlight = new Set<Promise<void>>();
   try {
     if (!resumed) journal.begin(baseDigest, pass.state);
     const counters = { blocksSent: 0, blocksCleared: 0, bytesSent: 0 };
     let bytesRead = 0;
     const limit = Math.max(1, target.concurrency ?? DEFAULT_REPLICA_CONCURRENCY);
-    const inFlight = new Set<Promise<void>>();
     let failure: unknown;
 
     const send = async (index: number, data: Buffer, hash: Buffer | undefined): Promise<void> => {
@@ -158,7 +158,9 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
         (error: unknown) => {
           failure ??= error;
         },
-      );
+      ).catch((error: unknown) => {
+        failure ??= error; // the journal itself failed: stop, the pass resumes from what it holds
+      });
       const tracked = write.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
     };
@@ -240,6 +242,9 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       reference: store.reference(key),
     };
   } finally {
+    // On an early exit (a failure, an abort) writes may still be in flight: let them land and be
+    // journalled before the journal closes, so the rerun knows about them.
+    await Promise.allSettled(inFlight);
     journal.close();
   }
 }
