@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { openReplicaTarget } from "../transfer/open-replica.ts";
 import { openSource } from "../transfer/open-source.ts";
@@ -160,6 +160,12 @@ export async function openReplica(workload: string, disk: string, target: string
     const source = await openVsphereDisk(client, target);
     return { ...source, extents: () => source.extents(), read: (o, l, into) => source.read(o, l, into), close: async () => { await source.close(); await client.logout().catch(() => {}); } };
   }
+  if (isLocalDatastoreDisk(target)) {
+    // A local machine may be running on this disk (a warm pass): read it under a frozen overlay.
+    const { openDatastore, freezeFile } = await import("../clouds/local/index.ts");
+    const frozen = await freezeFile(await openDatastore(dirname(dirname(target))), target);
+    return { ...frozen.source, extents: () => frozen.source.extents(), read: (o, l, into) => frozen.source.read(o, l, into), close: () => frozen.release() };
+  }
   const { target: replica, close } = await openReplicaTarget(target, committed.manifest.virtualSizeBytes);
   try {
     const source = await replica.openReadBack(committed);
@@ -168,6 +174,11 @@ export async function openReplica(workload: string, disk: string, target: string
     close();
     throw error;
   }
+}
+
+/** A raw replica in a local datastore's disks/ folder (targets.ts names them so). */
+function isLocalDatastoreDisk(target: string): boolean {
+  return target.startsWith("/") && basename(dirname(target)) === "disks" && target.endsWith(".raw");
 }
 
 /** Deletes a placed disk's target artefact and its replica state. */

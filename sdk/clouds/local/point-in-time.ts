@@ -4,8 +4,8 @@
 // `block-commit` folds the overlay back (an active commit: the job becomes ready, then
 // `block-job-complete` pivots the guest back onto the disk) and the overlay file is removed.
 // A machine that is not running needs none of this: its disk file is already still.
-import { rm } from "node:fs/promises";
-import { join } from "node:path";
+import { readdir, readFile, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { CloudError } from "../../errors.ts";
 import type { DiskSource } from "../../disk/types.ts";
 import { openDisk } from "../../disk/open.ts";
@@ -42,6 +42,30 @@ async function waitJob(qmp: QmpClient, job: string, until: (j: BlockJob | undefi
   }
 }
 
+interface BlockInfo {
+  readonly device: string;
+  readonly inserted?: { readonly file?: string };
+}
+
+/**
+ * Freezes the disk file at `path` if a running machine of the datastore has it open (found by
+ * its QEMU argv, then its QMP block list); otherwise opens the file as it is.
+ */
+export async function freezeFile(store: LocalDatastore, path: string, format: "raw" | "qcow2" = "raw"): Promise<FrozenDisk> {
+  const wanted = resolve(path);
+  const names = await readdir(join(store.root, "machines")).catch(() => [] as string[]);
+  for (const name of names) {
+    if ((await machineStatus(store, name).catch(() => undefined))?.state !== "running") continue;
+    const files = await machineFiles(store, name);
+    if (!(await readFile(files.args, "utf8").catch(() => "")).includes(wanted)) continue;
+    const blocks = (await withQmp(files.qmpSocket, (qmp) => qmp.execute("query-block"))) as BlockInfo[];
+    const drive = blocks.find((b) => b.inserted?.file !== undefined && resolve(b.inserted.file) === wanted)?.device;
+    if (drive !== undefined) return freezeDrive(files, drive, wanted, format);
+  }
+  const source = await openDisk(wanted, { format });
+  return { source, frozen: false, release: () => source.close() };
+}
+
 /**
  * Freezes disk `diskId` of `machine` (QEMU drive `drive<index>`, as qemu-args.ts names them) and
  * opens it read-only. The overlay lives in the machine's state folder.
@@ -56,16 +80,18 @@ export async function freezeDisk(store: LocalDatastore, machine: LocalMachineDef
     const source = await openDisk(disk.path, { format });
     return { source, frozen: false, release: () => source.close() };
   }
-  const files = await machineFiles(store, machine.name);
-  const drive = `drive${index}`;
-  const job = `portable-commit-${index}`;
+  return freezeDrive(await machineFiles(store, machine.name), `drive${index}`, disk.path, format);
+}
+
+async function freezeDrive(files: { readonly dir: string; readonly qmpSocket: string }, drive: string, path: string, format: "raw" | "qcow2" | "vmdk" | "vhd" | "vhdx"): Promise<FrozenDisk> {
+  const job = `portable-commit-${drive}`;
   const overlay = join(files.dir, `${drive}-overlay.qcow2`);
   // QMP serves one client at a time: connect per step, never hold the monitor while frozen.
   await rm(overlay, { force: true });
   await withQmp(files.qmpSocket, (qmp) => qmp.execute("blockdev-snapshot-sync", { device: drive, "snapshot-file": overlay, format: "qcow2", mode: "absolute-paths" }));
   let source: DiskSource;
   try {
-    source = await openDisk(disk.path, { format });
+    source = await openDisk(path, { format });
   } catch (error) {
     await withQmp(files.qmpSocket, (qmp) => commit(qmp, drive, job, overlay));
     throw error;

@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { openDatastore, type LocalDatastore } from "../../../sdk/clouds/local/datastore.ts";
 import { machineFiles, startMachine, stopMachine } from "../../../sdk/clouds/local/lifecycle.ts";
 import { defineMachine } from "../../../sdk/clouds/local/machine.ts";
-import { freezeDisk } from "../../../sdk/clouds/local/point-in-time.ts";
+import { freezeDisk, freezeFile } from "../../../sdk/clouds/local/point-in-time.ts";
 import { connectQmp } from "../../../sdk/clouds/local/qmp.ts";
 import { parseWorkload } from "../../../sdk/spec/workload.ts";
 import { fileSha256, sourceSha256 } from "../../harness/disk.ts";
@@ -53,6 +53,27 @@ describe("local point in time: a frozen overlay under a running machine", () => 
     assert.deepEqual((await readdir((await machineFiles(store, "pit")).dir)).filter((f) => f.endsWith("-overlay.qcow2")), [], "the overlay is gone");
     assert.equal(existsSync(disk), true);
     await stopMachine(store, "pit", { graceMs: 0 });
+  });
+
+  it("GIVEN a running machine WHEN its disk file is frozen by path THEN the running QEMU is found and frozen, and a file nobody runs is read directly", async () => {
+    const disk = store.diskPath("byfile", "raw");
+    await writeBlocks(disk, 32 * MiB, spread(8, 64), "byfile");
+    const before = await fileSha256(disk);
+    const workload = parseWorkload({ name: "byfile", memoryMiB: 128, disks: [{ id: "d0", sizeBytes: 32 * MiB, bus: "sata" }], guestOs: { family: "linux" } });
+    await startMachine(store, defineMachine(workload, { disks: { d0: { path: disk, format: "raw" } } }), { accel: "tcg" });
+    try {
+      const frozen = await freezeFile(store, disk);
+      assert.equal(frozen.frozen, true, "found the machine that has the file open");
+      assert.equal(await sourceSha256(frozen.source), before);
+      await frozen.release();
+      const other = join(root, "loose.raw");
+      await writeBlocks(other, 8 * MiB, [2], "loose");
+      const loose = await freezeFile(store, other);
+      assert.equal(loose.frozen, false);
+      await loose.release();
+    } finally {
+      await stopMachine(store, "byfile", { graceMs: 0 });
+    }
   });
 
   it("GIVEN a stopped machine WHEN frozen THEN the disk is read directly", async () => {
