@@ -12,12 +12,13 @@
 //     "streamOptimized": one compressed, sequential file, compact on the wire, which vSphere
 //       imports (NFC, ovftool) but does not run without conversion.
 //   The descriptor is written last, so an interrupted flat upload never looks like a disk.
+import { randomBytes } from "node:crypto";
 import { dirname, posix } from "node:path";
 import { CloudError, InvalidArgsError, isPortableError } from "../../errors.ts";
 import { detect } from "../../disk/open.ts";
 import { createVmdkWriter } from "../../disk/formats/vmdk/writer.ts";
 import { checkExtentPath } from "../../disk/formats/vmdk/reader.ts";
-import { vmdkGeometry, type AdapterType } from "../../disk/formats/vmdk/descriptor.ts";
+import { formatDescriptor, type AdapterType } from "../../disk/formats/vmdk/descriptor.ts";
 import { SinkWriteGuard } from "../../disk/sink-guard.ts";
 import type { ByteSource, DiskSink, DiskSource, SinkResult } from "../../disk/types.ts";
 import { isTransientError, withRetry } from "../../transfer/retry.ts";
@@ -179,30 +180,15 @@ const ZEROS = Buffer.alloc(FLAT_BLOCK_BYTES);
 
 /** A descriptor for a flat (VMFS) extent, in the shape ESXi writes (VDF5 §"The Descriptor File"). */
 export function flatDescriptor(flatFileName: string, capacitySectors: number, adapterType: AdapterType): string {
-  const geometry = vmdkGeometry(capacitySectors, adapterType);
-  const cid = Math.floor(Math.random() * 0xfffffffe).toString(16).padStart(8, "0");
-  return [
-    "# Disk DescriptorFile",
-    "version=1",
-    'encoding="UTF-8"',
-    `CID=${cid}`,
-    "parentCID=ffffffff",
-    'createType="vmfs"',
-    "",
-    "# Extent description",
-    `RW ${capacitySectors} VMFS "${flatFileName.replaceAll('"', "_")}"`,
-    "",
-    "# The Disk Data Base",
-    "#DDB",
-    "",
-    `ddb.adapterType = "${adapterType}"`,
-    `ddb.geometry.cylinders = "${geometry.cylinders}"`,
-    `ddb.geometry.heads = "${geometry.heads}"`,
-    `ddb.geometry.sectors = "${geometry.sectors}"`,
-    'ddb.thinProvisioned = "1"',
-    'ddb.virtualHWVersion = "11"',
-    "",
-  ].join("\n");
+  return formatDescriptor({
+    createType: "vmfs",
+    fileName: flatFileName,
+    capacitySectors,
+    adapterType,
+    hwVersion: 11,
+    cid: randomBytes(4).toString("hex"),
+    longContentId: randomBytes(16).toString("hex"),
+  });
 }
 
 async function deleteDatastoreFile(client: VsphereClient, file: DatastoreFile): Promise<void> {

@@ -140,7 +140,8 @@ export function vmdkGeometry(capacitySectors: number, adapterType: AdapterType):
 }
 
 export interface DescriptorSpec {
-  readonly createType: "monolithicSparse" | "streamOptimized";
+  /** "vmfs": a descriptor beside a flat extent (ESXi's layout on a datastore). */
+  readonly createType: "monolithicSparse" | "streamOptimized" | "vmfs";
   readonly fileName: string;
   readonly capacitySectors: number;
   readonly adapterType: AdapterType;
@@ -165,7 +166,7 @@ export function formatDescriptor(spec: DescriptorSpec): string {
     `createType="${spec.createType}"`,
     "",
     "# Extent description",
-    `RW ${spec.capacitySectors} SPARSE "${fileName}"`,
+    `RW ${spec.capacitySectors} ${spec.createType === "vmfs" ? "VMFS" : "SPARSE"} "${fileName}"`,
     "",
     "# The Disk Data Base",
     "#DDB",
@@ -175,6 +176,7 @@ export function formatDescriptor(spec: DescriptorSpec): string {
     `ddb.geometry.heads = "${geometry.heads}"`,
     `ddb.geometry.sectors = "${geometry.sectors}"`,
     `ddb.longContentID = "${spec.longContentId}"`,
+    ...(spec.createType === "vmfs" ? ['ddb.thinProvisioned = "1"'] : []),
     `ddb.virtualHWVersion = "${spec.hwVersion}"`,
     "",
   ].join("\n");
