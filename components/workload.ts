@@ -36,8 +36,8 @@ export class Workload extends pulumi.ComponentResource {
   readonly addresses: pulumi.Output<string[]>;
   /** Per disk id, where it is: a file path, snap-…, a blob URL, a datastore path. */
   readonly disks: pulumi.Output<Record<string, string>>;
-  /** The plan this run carries out (also logged on the component). */
-  readonly plan: pulumi.Output<WorkloadPlan>;
+  /** The plan this run carries out (also logged on the component); undefined if it could not be made. */
+  readonly plan: pulumi.Output<WorkloadPlan | undefined>;
 
   constructor(name: string, args: WorkloadArgs, opts?: pulumi.ComponentResourceOptions) {
     super("portable:index:Workload", name, {}, opts);
@@ -70,7 +70,7 @@ export class Workload extends pulumi.ComponentResource {
         },
         (error: unknown) => {
           void pulumi.log.warn(`${spec.name}: no migration plan: ${(error as Error).message}`, this);
-          return undefined as unknown as WorkloadPlan;
+          return undefined;
         },
       ),
     );
