@@ -192,18 +192,16 @@ export async function removeDisk(args: { readonly workload: string; readonly dis
     } finally {
       await client.logout().catch(() => {});
     }
-    await store.remove(key);
-    if (readCurrent(args.stateDir, args.workload, args.disk)?.target === args.target) await rm(currentPath(args.stateDir, args.workload, args.disk), { force: true });
-    return;
+  } else {
+    const { target, close } = await openReplicaTarget(args.target, args.virtualSizeBytes);
+    try {
+      await target.destroy(await store.loadCommitted(key));
+    } finally {
+      close();
+    }
   }
-  const { target, close } = await openReplicaTarget(args.target, args.virtualSizeBytes);
-  try {
-    await target.destroy(await store.loadCommitted(key));
-    await store.remove(key);
-    if (readCurrent(args.stateDir, args.workload, args.disk)?.target === args.target) await rm(currentPath(args.stateDir, args.workload, args.disk), { force: true });
-  } finally {
-    close();
-  }
+  await store.remove(key);
+  if (readCurrent(args.stateDir, args.workload, args.disk)?.target === args.target) await rm(currentPath(args.stateDir, args.workload, args.disk), { force: true });
 }
 
 /** Where a disk is placed now: what a preview plans a move from. */
