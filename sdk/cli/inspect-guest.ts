@@ -8,11 +8,8 @@ import { openDisk } from "../disk/open.ts";
 import { inspectGuest, type InspectOptions } from "../inspect/inspect.ts";
 import { INSPECT_TARGETS, type InspectTarget, type ReadinessReport } from "../inspect/types.ts";
 import { ARCHITECTURES, DISK_BUSES, FIRMWARE_TYPES, type Architecture, type DiskBus, type FirmwareType } from "../spec/workload.ts";
+import { INSPECT_GUEST_USAGE } from "./usage.ts";
 
-export const INSPECT_GUEST_USAGE = `inspect --guest <image> [--target aws|azure|vsphere|local|kvm]... [--firmware bios|uefi]
-        [--arch x86_64|i386|arm64] [--bus scsi|sata|ide|nvme] [--json] [-f fmt]
-                                           will the guest boot there? OS, boot mode, drivers per
-                                           target, fstab and firmware findings; exit 1 on an error`;
 
 /** Exit code when the report holds at least one error finding (as `compare` uses 1 for "different"). */
 const EXIT_NOT_READY = 1;

@@ -6,7 +6,6 @@ import { InvalidArgsError } from "../errors.ts";
 import { renderPlanComment } from "../migrate/plan-comment.ts";
 import { usageError } from "./common.ts";
 
-export const PLAN_COMMENT_USAGE = `  plan-comment [<preview.json>|-]          \`pulumi preview --json\` → a Markdown plan for a PR comment`;
 
 export async function planCommentCommand(args: string[]): Promise<number> {
   const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });

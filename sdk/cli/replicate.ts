@@ -9,12 +9,6 @@ import { replicate } from "../transfer/replicate.ts";
 import { verifyReplica } from "../transfer/verify.ts";
 import { formatBytes, progressReporter, usageError, withDisk } from "./common.ts";
 
-export const REPLICATE_USAGE = `  replicate <source> <target> --state <dir> [--key K] [--verify full|sampled|none] [--json]
-                                           send only the blocks that changed since the last pass
-                                           (target: a raw file path, ebs://?region=R, azblob://…);
-                                           a pass killed midway resumes where it stopped
-  plan <source> --state <dir> [--key K] [--mode warm|cold] [--json]
-                                           bytes to move, transfer time and expected downtime`;
 
 const DEFAULT_STATE = ".portable/replicas";
 

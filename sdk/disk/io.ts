@@ -4,6 +4,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import { once } from "node:events";
 import type { Writable } from "node:stream";
 import { FormatError, InvalidArgsError } from "../errors.ts";
+import { fileHoles } from "./file-holes.ts";
 import type { ByteSource, ByteTarget } from "./types.ts";
 
 /** Opens a file read-only: the source of a migration is never written. */
@@ -19,9 +20,11 @@ export async function openFileSource(path: string): Promise<ByteSource> {
 }
 
 function fileSource(handle: FileHandle, name: string, sizeBytes: number): ByteSource {
+  const holes = fileHoles();
   return {
     name,
     sizeBytes,
+    ...(holes === undefined ? {} : { extents: () => holes.extents(handle.fd, sizeBytes) }),
     async read(offsetBytes, lengthBytes, into) {
       const length = Math.max(0, Math.min(lengthBytes, sizeBytes - offsetBytes));
       const buf = into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);

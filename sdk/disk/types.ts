@@ -26,6 +26,12 @@ export interface ByteSource {
    * `readExact` (io.ts) where a short read means a truncated image.
    */
   read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
+  /**
+   * Where the bytes are allocated, when the storage can tell (a sparse local file): ordered,
+   * contiguous extents over [0, sizeBytes), "zero" for ranges that read as zeros without being
+   * stored. Absent when unknown.
+   */
+  extents?(): Iterable<Extent>;
   close(): Promise<void>;
 }
 

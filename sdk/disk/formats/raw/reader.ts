@@ -1,5 +1,5 @@
-// Raw images: the bytes are the disk. Node cannot ask the kernel for holes (no SEEK_DATA),
-// so a raw source reports one data extent and convert() finds the zeros itself.
+// Raw images: the bytes are the disk. A local file reports its holes (SEEK_DATA, file-holes.ts)
+// as zero extents; other byte sources report one data extent and convert() finds the zeros.
 import type { ByteSource, DiskSource, Extent } from "../../types.ts";
 import { readExact } from "../../io.ts";
 
@@ -9,7 +9,8 @@ export function openRaw(source: ByteSource): DiskSource {
     format: "raw",
     virtualSizeBytes,
     async *extents(): AsyncGenerator<Extent> {
-      if (virtualSizeBytes > 0) yield { offsetBytes: 0, lengthBytes: virtualSizeBytes, kind: "data" };
+      if (source.extents !== undefined) yield* source.extents();
+      else if (virtualSizeBytes > 0) yield { offsetBytes: 0, lengthBytes: virtualSizeBytes, kind: "data" };
     },
     read: (offsetBytes, lengthBytes, into) => readExact(source, offsetBytes, lengthBytes, "raw", "data", into),
     close: () => source.close(),

@@ -148,7 +148,11 @@ function isAllZero(data: Buffer): boolean {
 export async function createVhdWriter(target: ByteTarget, options: WriterOptions): Promise<DiskSink> {
   const parsed = parseWriterOptions(FORMAT, VhdWriterOptions, options);
   const plan = planVhdSize(parsed.virtualSizeBytes, parsed.forceSize, parsed.roundToMiB);
-  return parsed.subformat === "fixed" ? createFixedWriter(target, plan) : createDynamicWriter(target, plan);
+  if (parsed.subformat === "dynamic") return createDynamicWriter(target, plan);
+  // As for raw: with the length set first, every data write lands inside the file rather than
+  // extending it, which file systems do faster (docs/decisions/0003-conversion-performance.md).
+  if (!target.sequential) await target.truncate(plan.virtualSizeBytes);
+  return createFixedWriter(target, plan);
 }
 
 function details(plan: VhdPlan, subformat: string, extra: Record<string, number>): SinkResult["details"] {

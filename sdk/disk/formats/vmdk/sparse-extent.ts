@@ -1,9 +1,8 @@
 // One hosted sparse extent (VDF5 §"Hosted Sparse Extents"), plain or stream-optimized: header
 // validation, grain directory, a bounded grain-table cache, and grain reads that batch
-// contiguous grains into one I/O and inflate compressed grains in parallel.
-import { promisify } from "node:util";
-import { inflate } from "node:zlib";
+// contiguous grains into one I/O and inflate compressed grains on worker threads.
 import { FormatError, NotCapableError } from "../../../errors.ts";
+import { InflateFailure, inflateGrains } from "../../inflate-pool.ts";
 import { readExact } from "../../io.ts";
 import { isPowerOfTwo, toSafeNumber } from "../../layout.ts";
 import type { ByteSource, DiskSource, Extent } from "../../types.ts";
@@ -31,8 +30,6 @@ import {
   type SparseExtentHeader,
 } from "./layout.ts";
 
-const inflateAsync = promisify(inflate);
-
 /** VMware writes 64 KiB grains; qemu accepts up to 1 GiB. 16 MiB bounds one inflated grain's buffer. */
 export const VMDK_MAX_GRAIN_BYTES = 16 * 1024 * 1024;
 /** VDF5 fixes 512 entries per grain table; 4096 (16 KiB tables) tolerates odd writers, bounds memory. */
@@ -50,8 +47,6 @@ export const VMDK_GT_CACHE_TABLES = 512;
 export const VMDK_GT_PREFETCH_TABLES = 64;
 /** Compressed grains read ahead in one I/O; stream files store grains back to back. */
 const COMPRESSED_READ_WINDOW_BYTES = 1024 * 1024;
-/** Grains inflated concurrently per read (libuv's pool has 4 threads by default). */
-export const VMDK_INFLATE_IN_FLIGHT = 8;
 
 function fail(code: string, message: string, context: Record<string, number | string | bigint> = {}): never {
   throw new FormatError(code, `vmdk: ${message}`, { context });
@@ -125,6 +120,8 @@ export class SparseExtent {
   private readonly overHeadBytes: number;
   private readonly gtCache = new Map<number, Promise<Uint32Array>>();
   private lastGrain: { index: number; data: Buffer } | undefined;
+  /** Read-ahead windows of compressed grains, reused across reads. */
+  private readonly spareWindows: Buffer[] = [];
   private parent: ParentRange | undefined;
 
   private constructor(source: ByteSource, header: SparseExtentHeader, gd: Uint32Array, sizeBytes: number, parent: ParentRange | undefined) {
@@ -358,9 +355,34 @@ export class SparseExtent {
 
   private async readCompressed(grains: readonly { location: GrainLocation; gte: number }[], out: Buffer): Promise<void> {
     // Grains are fetched in order through a read-ahead window (stream files store them back to
-    // back), then inflated with at most VMDK_INFLATE_IN_FLIGHT on the thread pool at once.
+    // back), checked against their markers, then inflated as one batch on the worker pool.
     let window: { offset: number; data: Buffer } | undefined;
-    const inFlight = new Set<Promise<void>>();
+    // Window buffers are recycled once the batch is inflated: fresh ones cost page faults and GC.
+    const windows: Buffer[] = [];
+    try {
+      await this.inflateBatch(grains, out, async (offset, length, grainIndex) => {
+        if (window === undefined || offset < window.offset || offset + length > window.offset + window.data.length) {
+          // A window never shrinks below `length`, so a grain past end of file is TRUNCATED.
+          const available = this.source.sizeBytes - offset;
+          const want = Math.max(length, Math.min(available, COMPRESSED_READ_WINDOW_BYTES));
+          const into = want <= COMPRESSED_READ_WINDOW_BYTES ? (this.spareWindows.pop() ?? Buffer.allocUnsafeSlow(COMPRESSED_READ_WINDOW_BYTES)) : undefined;
+          if (into !== undefined) windows.push(into);
+          window = { offset, data: await readExact(this.source, offset, want, "vmdk", `grain ${grainIndex}`, into) };
+        }
+        return window.data.subarray(offset - window.offset, offset - window.offset + length);
+      });
+    } finally {
+      this.spareWindows.push(...windows);
+    }
+  }
+
+  /** Checks each grain's marker, then inflates the batch into `out`; `slice` reads the file. */
+  private async inflateBatch(
+    grains: readonly { location: GrainLocation; gte: number }[],
+    out: Buffer,
+    slice: (offset: number, length: number, grainIndex: number) => Promise<Buffer>,
+  ): Promise<void> {
+    const batch: { location: GrainLocation; compressed: Buffer }[] = [];
     for (const { location, gte } of grains) {
       const { grainIndex } = location;
       if (this.lastGrain?.index === grainIndex) {
@@ -368,16 +390,7 @@ export class SparseExtent {
         continue;
       }
       const markerOffset = gte * VMDK_SECTOR_BYTES;
-      const slice = async (offset: number, length: number): Promise<Buffer> => {
-        if (window === undefined || offset < window.offset || offset + length > window.offset + window.data.length) {
-          // A window never shrinks below `length`, so a grain past end of file is TRUNCATED.
-          const available = this.source.sizeBytes - offset;
-          const want = Math.max(length, Math.min(available, COMPRESSED_READ_WINDOW_BYTES));
-          window = { offset, data: await readExact(this.source, offset, want, "vmdk", `grain ${grainIndex}`) };
-        }
-        return window.data.subarray(offset - window.offset, offset - window.offset + length);
-      };
-      const marker = GRAIN_MARKER.get(await slice(markerOffset, VMDK_GRAIN_MARKER_BYTES), 0);
+      const marker = GRAIN_MARKER.get(await slice(markerOffset, VMDK_GRAIN_MARKER_BYTES, grainIndex), 0);
       // Deflate never grows data by more than a few bytes per 16 KiB block; twice the grain
       // plus a sector is far past any honest compressed grain.
       if (marker.sizeBytes === 0 || marker.sizeBytes > 2 * this.grainBytes + VMDK_SECTOR_BYTES) {
@@ -395,34 +408,32 @@ export class SparseExtent {
           lbaSectors: marker.lbaSectors,
         });
       }
-      const compressed = await slice(markerOffset + VMDK_GRAIN_MARKER_BYTES, marker.sizeBytes);
-      const task = this.inflateGrain(grainIndex, compressed).then((grain) => {
-        copyInflated(grain, location, out);
-        this.lastGrain = { index: grainIndex, data: grain };
-      });
-      inFlight.add(task);
-      task.then(
-        () => inFlight.delete(task),
-        () => inFlight.delete(task),
-      );
-      if (inFlight.size >= VMDK_INFLATE_IN_FLIGHT) await Promise.race(inFlight);
+      batch.push({ location, compressed: await slice(markerOffset + VMDK_GRAIN_MARKER_BYTES, marker.sizeBytes, grainIndex) });
     }
-    await Promise.all(inFlight);
-  }
-
-  private async inflateGrain(grainIndex: number, compressed: Buffer): Promise<Buffer> {
     try {
-      // maxOutputLength makes zlib stop, rather than allocate, when a grain inflates past its size.
-      // One output chunk per grain: the default 16 KiB chunks cost four callbacks and a concat each.
-      return await inflateAsync(compressed, { maxOutputLength: this.grainBytes, chunkSize: this.grainBytes });
+      await inflateGrains(
+        batch.map((b) => b.compressed),
+        this.grainBytes,
+        (i, grain) => {
+          copyInflated(grain, batch[i]!.location, out);
+          // The last grain is kept (in a buffer of its own) for a read that ends inside it.
+          if (i === batch.length - 1) {
+            const data = this.lastGrain?.data.buffer.byteLength === this.grainBytes ? Buffer.from(this.lastGrain.data.buffer) : Buffer.allocUnsafeSlow(this.grainBytes);
+            grain.copy(data);
+            this.lastGrain = { index: batch[i]!.location.grainIndex, data: data.subarray(0, grain.length) };
+          }
+        },
+      );
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+      if (!(err instanceof InflateFailure)) throw err;
+      const grainIndex = batch[err.index]!.location.grainIndex;
+      if (err.code === "ERR_BUFFER_TOO_LARGE") {
         throw new FormatError("VMDK_GRAIN_INFLATE_OVERFLOW", `vmdk: grain ${grainIndex} of ${this.source.name} inflates past ${this.grainBytes} bytes`, {
           context: { grainIndex, grainBytes: this.grainBytes },
           cause: err,
         });
       }
-      throw new FormatError("VMDK_GRAIN_CORRUPT", `vmdk: grain ${grainIndex} of ${this.source.name} does not inflate: ${(err as Error).message}`, {
+      throw new FormatError("VMDK_GRAIN_CORRUPT", `vmdk: grain ${grainIndex} of ${this.source.name} does not inflate: ${err.message}`, {
         context: { grainIndex },
         cause: err,
       });

@@ -1,0 +1,85 @@
+// Where a local file holds data, asked of the kernel with lseek(2) SEEK_DATA / SEEK_HOLE.
+//
+// Node's fs has no lseek, so a raw image used to be read whole, holes included, and scanned for
+// zeros (docs/decisions/0008-raw-holes-and-startup.md). koffi, a maintained FFI library that
+// ships a prebuilt binary for each platform, calls libc's lseek directly: about 1 µs a call,
+// one call per data run and per hole. Only Linux's whence values are known here; elsewhere, or
+// when koffi cannot load, `fileHoles()` returns undefined and callers read the whole file as data.
+import { createRequire } from "node:module";
+import type { Extent } from "./types.ts";
+
+/** Linux's whence values (include/uapi/linux/fs.h). FreeBSD shares them; macOS swaps them. */
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+/** lseek(SEEK_DATA) at or past the last data: the rest of the file is a hole. */
+const ENXIO = 6;
+
+export interface FileHoles {
+  /**
+   * The data and zero (hole) extents of `fd` over [0, sizeBytes), in order. Data extents may
+   * still hold zeros (the file system allocates whole blocks); zero extents are never allocated.
+   */
+  extents(fd: number, sizeBytes: number): Generator<Extent>;
+}
+
+let cached: FileHoles | null | undefined;
+
+/** The hole finder for this platform, or undefined when the kernel cannot be asked. */
+export function fileHoles(): FileHoles | undefined {
+  if (cached === undefined) cached = process.env.PORTABLE_NO_SEEK_DATA === "1" ? null : load();
+  return cached ?? undefined;
+}
+
+interface Koffi {
+  load(path: string): { func(signature: string): (...args: number[]) => number | bigint };
+  errno(): number;
+}
+
+function load(): FileHoles | null {
+  if (process.platform !== "linux") return null;
+  let lseek: (fd: number, offset: number, whence: number) => number;
+  let errno: () => number;
+  try {
+    const koffi = createRequire(import.meta.url)("koffi") as Koffi;
+    // int64_t comes back as a JS number while it fits in 2^53, which every file offset here does.
+    const call = koffi.load("libc.so.6").func("int64_t lseek(int fd, int64_t offset, int whence)");
+    lseek = (fd, offset, whence) => Number(call(fd, offset, whence));
+    errno = () => koffi.errno();
+  } catch {
+    return null;
+  }
+  /** The next offset at or after `at` of the kind asked, or undefined when the file system says so. */
+  function seek(fd: number, at: number, whence: number): number | undefined {
+    const result = lseek(fd, at, whence);
+    if (result >= 0) return result;
+    if (errno() === ENXIO) return undefined;
+    throw new Error(`lseek(${whence === SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE"}) failed with errno ${errno()}`);
+  }
+  return {
+    *extents(fd, sizeBytes) {
+      let at = 0;
+      while (at < sizeBytes) {
+        let data: number | undefined;
+        let hole: number;
+        try {
+          data = seek(fd, at, SEEK_DATA);
+          hole = data === undefined ? sizeBytes : (seek(fd, data, SEEK_HOLE) ?? sizeBytes);
+        } catch {
+          // A file system that refuses the question: the rest is data, and convert() finds zeros.
+          yield { offsetBytes: at, lengthBytes: sizeBytes - at, kind: "data" };
+          return;
+        }
+        const dataStart = Math.min(data ?? sizeBytes, sizeBytes);
+        if (dataStart > at) yield { offsetBytes: at, lengthBytes: dataStart - at, kind: "zero" };
+        const dataEnd = Math.min(Math.max(hole, dataStart), sizeBytes);
+        if (dataEnd > dataStart) yield { offsetBytes: dataStart, lengthBytes: dataEnd - dataStart, kind: "data" };
+        else if (dataStart < sizeBytes) {
+          // No progress (a file changing under us): the rest is data, and convert() finds zeros.
+          yield { offsetBytes: dataStart, lengthBytes: sizeBytes - dataStart, kind: "data" };
+          return;
+        }
+        at = dataEnd > dataStart ? dataEnd : sizeBytes;
+      }
+    },
+  };
+}
