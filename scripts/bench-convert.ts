@@ -25,7 +25,7 @@ const dir = process.env.PW_BENCH_DIR ?? join(tmpdir(), "pw-bench");
 /** For profiling: PW_BENCH_ONLY=vhd runs only matching pairs; PW_BENCH_KEEP=1 keeps the images. */
 const only = process.env.PW_BENCH_ONLY;
 const keep = process.env.PW_BENCH_KEEP === "1";
-const REPEATS = Number(process.env.PW_BENCH_REPEATS ?? 3);
+const REPEATS = Number(process.env.PW_BENCH_REPEATS ?? 5);
 
 interface Timed {
   readonly seconds: number;
@@ -82,7 +82,7 @@ async function runCase(c: Case): Promise<Row> {
   const qemuFormat = c.outputFormat === "vhd" ? "vpc" : c.outputFormat;
   const qemuInFormat = c.inputFormat === "vhd" ? "vpc" : c.inputFormat;
   const ourFlags = c.ourOptions.flatMap((o) => ["-o", o]);
-  // Best of REPEATS for each tool, interleaved: these VMs have noisy neighbours, and the
+  // Best of REPEATS (5) for each tool, interleaved: these VMs have noisy neighbours, and the
   // minimum is the figure least disturbed by them.
   let qemu: Timed | undefined;
   let ours: Timed | undefined;

@@ -41,7 +41,7 @@ const JOBS = 8;
 const SINGLE_JOB_MiB = 256;
 const PER_EXTRA_JOB_MiB = 64;
 /** Threads for file I/O and deflate, as the CLI sets it (sdk/cli/portable.ts). */
-const UV_THREADS = "16";
+const UV_THREADS = "4";
 
 type PhaseKind = "convert" | "replicate";
 

@@ -1,5 +1,6 @@
 // Shared by the `portable` subcommands: byte formatting, usage errors, progress, opening disks.
-import cliProgress from "cli-progress";
+import type CliProgress from "cli-progress";
+import { createRequire } from "node:module";
 import { InvalidArgsError } from "../errors.ts";
 import type { ConvertProgress } from "../disk/convert.ts";
 import type { DiskSource } from "../disk/types.ts";
@@ -53,14 +54,16 @@ export interface ProgressStream {
 
 export function progressReporter(label: string, stderr: ProgressStream = process.stderr): { update(p: ConvertProgress): void; stop(): void } {
   if (stderr.isTTY === true) {
+    // Loaded only for a terminal: its twenty modules would otherwise lengthen every start.
+    const cliProgress = createRequire(import.meta.url)("cli-progress") as typeof CliProgress;
     const bar = new cliProgress.SingleBar(
-      { format: `${label} [{bar}] {percentage}% | {done} of {total} | {written} written`, stream: stderr as NodeJS.WritableStream, hideCursor: true },
+      { format: `${label} [{bar}] {percentage}% | {done} of {size} | {written} written`, stream: stderr as NodeJS.WritableStream, hideCursor: true },
       cliProgress.Presets.shades_classic,
     );
     let started = false;
     return {
       update(p) {
-        const payload = { done: formatBytes(p.doneBytes), total: formatBytes(p.totalBytes), written: formatBytes(p.dataBytesWritten) };
+        const payload = { done: formatBytes(p.doneBytes), size: formatBytes(p.totalBytes), written: formatBytes(p.dataBytesWritten) };
         if (!started) bar.start(p.totalBytes, 0, payload);
         started = true;
         bar.update(p.doneBytes, payload);

@@ -12,5 +12,12 @@ import { enableCompileCache } from "node:module";
 process.env.UV_THREADPOOL_SIZE ??= "4";
 if (process.env.PORTABLE_NO_COMPILE_CACHE !== "1") enableCompileCache?.();
 
+// `portable map x.qcow2 --json | head` closes the pipe early: that is the reader's choice, not
+// an error worth a stack trace.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code !== "EPIPE") throw err;
+  process.exit(process.exitCode ?? 0);
+});
+
 const { main } = await import("./main.ts");
 process.exitCode = await main(process.argv.slice(2));
