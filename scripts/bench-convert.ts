@@ -2,7 +2,9 @@
 //
 // Builds a deterministic 2 GiB mixed raw image (zeros, random, text), converts it into each
 // format with both tools, checks every output of ours with `qemu-img compare`, and prints wall
-// time ratios (ours / qemu-img), output sizes and peak RSS. Then a scale check: a 1 TiB virtual
+// time ratios (ours / qemu-img), output sizes and peak RSS. Beside the command's wall time it
+// prints the engine's own (`convert --json`: the same run without Node's start-up, which is what
+// a provider process pays) and Node's start-up on its own (`portable --help`). Then a scale check: a 1 TiB virtual
 // disk holding 64 MiB converts in time that follows the data, not the virtual size. The last
 // line is one JSON object with every figure, for scripts.
 import { execFile } from "node:child_process";
@@ -30,6 +32,7 @@ const REPEATS = Number(process.env.PW_BENCH_REPEATS ?? 5);
 interface Timed {
   readonly seconds: number;
   readonly peakRssMiB: number;
+  readonly stdout: string;
 }
 
 /**
@@ -38,10 +41,10 @@ interface Timed {
  */
 async function timed(command: string, args: readonly string[]): Promise<Timed> {
   await run("sync");
-  const { stderr } = await run("/usr/bin/time", ["-f", "PWTIME %e %M", command, ...args], { maxBuffer: 64 * MiB });
+  const { stdout, stderr } = await run("/usr/bin/time", ["-f", "PWTIME %e %M", command, ...args], { maxBuffer: 64 * MiB });
   const match = /PWTIME ([\d.]+) (\d+)/.exec(stderr);
   if (match === null) throw new Error(`no timing from ${command}: ${stderr}`);
-  return { seconds: Number(match[1]), peakRssMiB: Math.round(Number(match[2]) / 1024) };
+  return { seconds: Number(match[1]), peakRssMiB: Math.round(Number(match[2]) / 1024), stdout };
 }
 
 
@@ -65,6 +68,9 @@ interface Row {
   readonly qemuSeconds: number;
   readonly oursSeconds: number;
   readonly ratio: number;
+  /** Our engine's own seconds (`convert --json`): the command without Node's start-up. */
+  readonly engineSeconds: number;
+  readonly engineRatio: number;
   readonly target: number;
   readonly qemuOutputBytes: number;
   readonly oursOutputBytes: number;
@@ -86,14 +92,17 @@ async function runCase(c: Case): Promise<Row> {
   // minimum is the figure least disturbed by them.
   let qemu: Timed | undefined;
   let ours: Timed | undefined;
+  let peakRssMiB = 0;
+  let engineSeconds = Infinity;
   for (let i = 0; i < REPEATS; i++) {
     await rm(qemuOut, { force: true });
     await rm(oursOut, { force: true });
     const q = await timed(TOOLS.qemuImg, ["convert", "-f", qemuInFormat, "-O", qemuFormat, ...qemuFlags, c.input, qemuOut]);
-    const o = await timed(process.execPath, [CLI, "convert", c.input, oursOut, "-O", c.outputFormat, ...ourFlags]);
+    const o = await timed(process.execPath, [CLI, "convert", c.input, oursOut, "-O", c.outputFormat, ...ourFlags, "--json"]);
     if (qemu === undefined || q.seconds < qemu.seconds) qemu = q;
-    if (ours === undefined || o.seconds < ours.seconds) ours = { seconds: o.seconds, peakRssMiB: Math.max(o.peakRssMiB, ours?.peakRssMiB ?? 0) };
-    else ours = { ...ours, peakRssMiB: Math.max(o.peakRssMiB, ours.peakRssMiB) };
+    if (ours === undefined || o.seconds < ours.seconds) ours = o;
+    peakRssMiB = Math.max(peakRssMiB, o.peakRssMiB);
+    engineSeconds = Math.min(engineSeconds, (JSON.parse(o.stdout) as { seconds: number }).seconds);
   }
   if (qemu === undefined || ours === undefined) throw new Error("no repeats ran");
   const compare = await run(TOOLS.qemuImg, ["compare", "-f", "raw", "-F", qemuFormat, join(dir, "mixed.raw"), oursOut]).then(
@@ -105,11 +114,13 @@ async function runCase(c: Case): Promise<Row> {
     qemuSeconds: qemu.seconds,
     oursSeconds: ours.seconds,
     ratio: round(ours.seconds / Math.max(qemu.seconds, 0.01)),
+    engineSeconds: round(engineSeconds),
+    engineRatio: round(engineSeconds / Math.max(qemu.seconds, 0.01)),
     target: c.target,
     qemuOutputBytes: await allocatedBytes(qemuOut),
     oursOutputBytes: await allocatedBytes(oursOut),
     sizeRatio: 0,
-    oursPeakRssMiB: ours.peakRssMiB,
+    oursPeakRssMiB: peakRssMiB,
     identical: compare,
   };
   await rm(qemuOut, { force: true });
@@ -172,13 +183,17 @@ async function main(): Promise<void> {
     { name: "qcow2→raw", input: qcow2In, inputFormat: "qcow2", outputFormat: "raw", qemuOptions: [], ourOptions: [], target: 1 },
     { name: "streamOptimized→raw", input: streamIn, inputFormat: "vmdk", outputFormat: "raw", qemuOptions: [], ourOptions: [], target: 1 },
   ];
+  let startupSeconds = Infinity;
+  for (let i = 0; i < REPEATS; i++) startupSeconds = Math.min(startupSeconds, (await timed(process.execPath, [CLI, "--help"])).seconds);
+  console.log(`node start-up (portable --help, best of ${REPEATS}): ${startupSeconds.toFixed(2)} s`);
   const rows: Row[] = [];
   for (const c of cases.filter((c) => only === undefined || c.name.includes(only))) {
     const row = await runCase(c);
     rows.push(row);
     console.log(
       `${row.name.padEnd(26)} qemu-img ${row.qemuSeconds.toFixed(2).padStart(6)} s  ours ${row.oursSeconds.toFixed(2).padStart(6)} s  ` +
-        `ratio ${row.ratio.toFixed(2).padStart(5)} (target ≤ ${c.target})  size ×${row.sizeRatio.toFixed(2)}  ` +
+        `ratio ${row.ratio.toFixed(2).padStart(5)} (target ≤ ${c.target})  engine ${row.engineSeconds.toFixed(2).padStart(6)} s ratio ${row.engineRatio.toFixed(2).padStart(5)}  ` +
+        `size ×${row.sizeRatio.toFixed(2)}  ` +
         `peak RSS ${String(row.oursPeakRssMiB).padStart(4)} MiB  ${row.identical ? "identical" : "DIFFERENT"}`,
     );
   }
@@ -189,7 +204,7 @@ async function main(): Promise<void> {
   );
   if (!keep) await rm(dir, { recursive: true, force: true });
   const failures = rows.filter((r) => !r.identical).map((r) => r.name);
-  console.log(JSON.stringify({ bench: "convert", imageBytes: IMAGE_BYTES, rows, ...scale, failures }));
+  console.log(JSON.stringify({ bench: "convert", imageBytes: IMAGE_BYTES, startupSeconds, rows, ...scale, failures }));
   if (failures.length > 0) process.exitCode = 1;
 }
 
