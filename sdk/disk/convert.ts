@@ -4,8 +4,11 @@
 //   sources without allocation information (raw, clouds) still produce sparse output.
 // - Reads run ahead `concurrency` chunks; writes go to the sink strictly in order, which is
 //   what sequential sinks (streamOptimized VMDK, OVA entries, pipes) need.
-// - Memory is bounded by `concurrency × CONVERT_CHUNK_BYTES`, whatever the virtual size.
+// - Memory is bounded by `(concurrency + FILE_TARGET_WRITES_IN_FLIGHT) × CONVERT_CHUNK_BYTES`,
+//   whatever the virtual size.
 import { InvalidArgsError } from "../errors.ts";
+import { held, idle, lease } from "./buffer-lease.ts";
+import { FILE_TARGET_WRITES_IN_FLIGHT } from "./io.ts";
 import type { DiskSink, DiskSource, Extent, SinkResult } from "./types.ts";
 
 /** Read unit. 1 MiB keeps syscalls and promise overhead small and memory modest. */
@@ -107,8 +110,10 @@ export async function convert(source: DiskSource, sink: DiskSink, options: Conve
     report();
   });
   // Read buffers are recycled when the sink lets go of them: fresh buffers cost page faults and
-  // GC that dominate a conversion (docs/decisions/0003-conversion-performance.md).
+  // GC that dominate a conversion (docs/decisions/0003-conversion-performance.md). They are
+  // leased, so a file target writes them without a copy and convert() waits until it has.
   const spare: Buffer[] = [];
+  let buffers = 0;
   const recycle = sink.releasesData === true;
   const inFlight: Array<{ chunk: Chunk; data: Promise<Buffer>; into: Buffer }> = [];
   async function refill(): Promise<boolean> {
@@ -116,7 +121,20 @@ export async function convert(source: DiskSource, sink: DiskSink, options: Conve
       const next = await chunks.next();
       if (next.done === true) return inFlight.length > 0;
       const chunk = next.value;
-      const into = spare.pop() ?? Buffer.allocUnsafeSlow(CONVERT_CHUNK_BYTES);
+      // A spare buffer no write holds; else a new one while there are fewer than the reads and
+      // a file target's writes in flight; else the oldest spare once its write has landed.
+      let into: Buffer | undefined;
+      const free = spare.findIndex((b) => !held(b));
+      if (free >= 0) into = spare.splice(free, 1)[0];
+      else if (buffers < concurrency + FILE_TARGET_WRITES_IN_FLIGHT) {
+        into = Buffer.allocUnsafeSlow(CONVERT_CHUNK_BYTES);
+        lease(into);
+        buffers++;
+      } else {
+        into = spare.shift();
+        if (into !== undefined) await idle(into);
+      }
+      into ??= Buffer.allocUnsafeSlow(CONVERT_CHUNK_BYTES);
       const data = source.read(chunk.offsetBytes, chunk.lengthBytes, into);
       // A read that fails while an earlier write is pending is reported when its turn comes.
       data.catch(() => {});

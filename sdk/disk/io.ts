@@ -4,6 +4,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import { once } from "node:events";
 import type { Writable } from "node:stream";
 import { FormatError, InvalidArgsError } from "../errors.ts";
+import { hold } from "./buffer-lease.ts";
 import { fileHoles } from "./file-holes.ts";
 import type { ByteSource, ByteTarget } from "./types.ts";
 
@@ -100,8 +101,9 @@ export const FILE_TARGET_WRITES_IN_FLIGHT = 8;
 const FILE_TARGET_COPY_BYTES = 1024 * 1024;
 
 /**
- * A random-access file target. Writes are pipelined on copies, so callers may reuse their
- * buffers; writes that overlap one still in flight wait for it, so a rewritten header or
+ * A random-access file target. Writes are pipelined, on copies or on leased buffers
+ * (buffer-lease.ts), so callers may reuse their buffers once write() resolves (leased ones once
+ * they are idle); writes that overlap one still in flight wait for it, so a rewritten header or
  * table always lands last. `truncate` extends with a hole, so zeros cost no space.
  */
 export async function createFileTarget(path: string, options: FileTargetOptions = {}): Promise<ByteTarget> {
@@ -140,22 +142,29 @@ export async function createFileTarget(path: string, options: FileTargetOptions 
       const overlapping = [...inFlight].filter((w) => w.start < end && offsetBytes < w.end);
       if (overlapping.length > 0) await Promise.all(overlapping.map((w) => w.done));
       while (inFlight.size >= FILE_TARGET_WRITES_IN_FLIGHT) await Promise.race([...inFlight].map((w) => w.done));
-      // The bytes are copied into a recycled buffer so the caller can reuse `data` at once:
-      // fresh buffers cost page faults and GC that dwarf a memcpy (docs/decisions/0003).
-      const pooled = data.length <= FILE_TARGET_COPY_BYTES ? (spare.pop() ?? Buffer.allocUnsafeSlow(FILE_TARGET_COPY_BYTES)) : undefined;
-      const copy = pooled === undefined ? Buffer.from(data) : pooled.subarray(0, data.length);
-      data.copy(copy);
+      // A leased buffer (convert()'s reads) is held until the write lands; anything else is
+      // copied into a recycled buffer so the caller can reuse `data` at once. Fresh buffers cost
+      // page faults and GC that dwarf a memcpy (docs/decisions/0003, buffer-lease.ts).
+      const release = hold(data);
+      const pooled = release === undefined && data.length <= FILE_TARGET_COPY_BYTES ? (spare.pop() ?? Buffer.allocUnsafeSlow(FILE_TARGET_COPY_BYTES)) : undefined;
+      let bytes = data;
+      if (release === undefined) {
+        bytes = pooled === undefined ? Buffer.from(data) : pooled.subarray(0, data.length);
+        data.copy(bytes);
+      }
       const entry = {
         start: offsetBytes,
         end,
-        done: pwrite(offsetBytes, copy).then(
-          () => {
-            if (pooled !== undefined) spare.push(pooled);
-          },
-          (err: unknown) => {
-            failure ??= err;
-          },
-        ),
+        done: pwrite(offsetBytes, bytes)
+          .then(
+            () => {
+              if (pooled !== undefined) spare.push(pooled);
+            },
+            (err: unknown) => {
+              failure ??= err;
+            },
+          )
+          .finally(release),
       };
       inFlight.add(entry);
       void entry.done.then(() => inFlight.delete(entry));

@@ -84,7 +84,8 @@ export interface DiskSink {
   write(offsetBytes: number, data: Buffer): Promise<void>;
   /**
    * True when the sink keeps no reference to `data` once write() resolves, so the caller may
-   * recycle the buffer. Unset means the sink may hold it until finish().
+   * recycle the buffer; a leased buffer (buffer-lease.ts) once it is also idle. Unset means the
+   * sink may hold it until finish().
    */
   readonly releasesData?: boolean;
   /** Flushes metadata and returns the artefact. After finish() the sink is closed. */
@@ -104,7 +105,10 @@ export interface ByteTarget {
    * a later call or close() at the latest.
    */
   write(offsetBytes: number, data: Buffer): Promise<void>;
-  /** True when the target keeps no reference to `data` once write() resolves (it copies). */
+  /**
+   * True when the caller may reuse `data` once write() resolves: the target copies it, or holds
+   * it under a lease (buffer-lease.ts) that the caller waits out with `idle` before reusing it.
+   */
   readonly releasesData?: boolean;
   /** Sets the final length; on a file this leaves a hole rather than writing zeros. */
   truncate(lengthBytes: number): Promise<void>;
