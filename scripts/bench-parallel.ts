@@ -14,7 +14,7 @@
 // Prints a table and a final JSON line.
 import { execFile, spawn } from "node:child_process";
 import { mkdir, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { parseArgs } from "node:util";
@@ -40,8 +40,8 @@ const JOBS = 8;
  */
 const SINGLE_JOB_MiB = 256;
 const PER_EXTRA_JOB_MiB = 64;
-/** Threads for file I/O and deflate, as the CLI sets it (sdk/cli/portable.ts). */
-const UV_THREADS = "4";
+/** Threads for file I/O and deflate, as the CLI sets it (sdk/cli/portable.ts): one per core, 2 to 8. */
+const UV_THREADS = String(Math.min(8, Math.max(2, availableParallelism())));
 
 type PhaseKind = "convert" | "replicate";
 
