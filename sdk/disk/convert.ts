@@ -121,20 +121,20 @@ export async function convert(source: DiskSource, sink: DiskSink, options: Conve
       const next = await chunks.next();
       if (next.done === true) return inFlight.length > 0;
       const chunk = next.value;
-      // A spare buffer no write holds; else a new one while there are fewer than the reads and
-      // a file target's writes in flight; else the oldest spare once its write has landed.
-      let into: Buffer | undefined;
+      // A spare buffer no write holds; else, once there are as many buffers as reads and a file
+      // target's writes in flight, the oldest spare when its write has landed; else a new one.
+      // (A sink that keeps its data gives nothing back, so every read gets a new buffer.)
+      let into: Buffer;
       const free = spare.findIndex((b) => !held(b));
-      if (free >= 0) into = spare.splice(free, 1)[0];
-      else if (buffers < concurrency + FILE_TARGET_WRITES_IN_FLIGHT) {
+      if (free >= 0) into = spare.splice(free, 1)[0]!;
+      else if (spare.length > 0 && buffers >= concurrency + FILE_TARGET_WRITES_IN_FLIGHT) {
+        into = spare.shift()!;
+        await idle(into);
+      } else {
         into = Buffer.allocUnsafeSlow(CONVERT_CHUNK_BYTES);
         lease(into);
         buffers++;
-      } else {
-        into = spare.shift();
-        if (into !== undefined) await idle(into);
       }
-      into ??= Buffer.allocUnsafeSlow(CONVERT_CHUNK_BYTES);
       const data = source.read(chunk.offsetBytes, chunk.lengthBytes, into);
       // A read that fails while an earlier write is pending is reported when its turn comes.
       data.catch(() => {});
