@@ -92,11 +92,13 @@ export interface FileTargetOptions {
 }
 
 /**
- * Writes a file target keeps in flight. Page-cache writes still block on dirty-page throttling;
- * overlapping a few of them keeps the disk busy while convert() reads on. 8 × 1 MiB is little
- * memory.
+ * Writes a file target keeps in flight: one, as qemu-img convert does without -W. write()
+ * still resolves once the write is queued, so convert() reads on while it runs. Concurrent
+ * writes to one file queue on its inode lock, and on these VMs the waiters spin: with 8 in
+ * flight a qcow2 → raw run took up to 9 s of system time in 6.5 s, against 0.7 s with one
+ * (docs/decisions/0008-raw-holes-and-startup.md).
  */
-export const FILE_TARGET_WRITES_IN_FLIGHT = 8;
+export const FILE_TARGET_WRITES_IN_FLIGHT = 1;
 /** Writes up to this size are copied into recycled buffers; larger ones get a one-off copy. */
 const FILE_TARGET_COPY_BYTES = 1024 * 1024;
 
