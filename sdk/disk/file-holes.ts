@@ -57,28 +57,26 @@ function load(): FileHoles | null {
   }
   return {
     *extents(fd, sizeBytes) {
-      let at = 0;
-      while (at < sizeBytes) {
-        let data: number | undefined;
-        let hole: number;
+      for (let at = 0; at < sizeBytes; ) {
+        let dataStart: number;
+        let dataEnd: number;
         try {
-          data = seek(fd, at, SEEK_DATA);
-          hole = data === undefined ? sizeBytes : (seek(fd, data, SEEK_HOLE) ?? sizeBytes);
+          dataStart = Math.min(seek(fd, at, SEEK_DATA) ?? sizeBytes, sizeBytes);
+          dataEnd = dataStart === sizeBytes ? sizeBytes : Math.min(seek(fd, dataStart, SEEK_HOLE) ?? sizeBytes, sizeBytes);
         } catch {
           // A file system that refuses the question: the rest is data, and convert() finds zeros.
           yield { offsetBytes: at, lengthBytes: sizeBytes - at, kind: "data" };
           return;
         }
-        const dataStart = Math.min(data ?? sizeBytes, sizeBytes);
         if (dataStart > at) yield { offsetBytes: at, lengthBytes: dataStart - at, kind: "zero" };
-        const dataEnd = Math.min(Math.max(hole, dataStart), sizeBytes);
-        if (dataEnd > dataStart) yield { offsetBytes: dataStart, lengthBytes: dataEnd - dataStart, kind: "data" };
-        else if (dataStart < sizeBytes) {
+        if (dataStart === sizeBytes) return;
+        if (dataEnd <= dataStart) {
           // No progress (a file changing under us): the rest is data, and convert() finds zeros.
           yield { offsetBytes: dataStart, lengthBytes: sizeBytes - dataStart, kind: "data" };
           return;
         }
-        at = dataEnd > dataStart ? dataEnd : sizeBytes;
+        yield { offsetBytes: dataStart, lengthBytes: dataEnd - dataStart, kind: "data" };
+        at = dataEnd;
       }
     },
   };
