@@ -3,10 +3,9 @@
 // opens the disk, prints the report, and exits 1 when the report holds an error finding.
 import { parseArgs } from "node:util";
 import { InvalidArgsError } from "../errors.ts";
-import { formatByName } from "../disk/formats/index.ts";
-import { openDisk } from "../disk/open.ts";
 import { inspectGuest, type InspectOptions } from "../inspect/inspect.ts";
 import { INSPECT_TARGETS, type InspectTarget, type ReadinessReport } from "../inspect/types.ts";
+import { openSource } from "../transfer/open-source.ts";
 import { ARCHITECTURES, DISK_BUSES, FIRMWARE_TYPES, type Architecture, type DiskBus, type FirmwareType } from "../spec/workload.ts";
 import { INSPECT_GUEST_USAGE } from "./usage.ts";
 
@@ -69,7 +68,7 @@ export async function inspectGuestCommand(args: string[]): Promise<number> {
     ...(architecture === undefined ? {} : { architecture }),
     ...(diskBus === undefined ? {} : { diskBus }),
   };
-  const disk = await openDisk(values.guest, values.f === undefined ? {} : { format: formatByName(values.f).name });
+  const disk = await openSource(values.guest, values.f);
   let report: ReadinessReport;
   try {
     report = await inspectGuest(disk, options);

@@ -1,7 +1,7 @@
 // Where each disk of a workload lives on a placement, as a target string the replica openers
 // understand (transfer/open-replica.ts), and how a spec's disk source becomes a source string.
 import { resolve } from "node:path";
-import { NotCapableError } from "../errors.ts";
+import { formatOvaLocation } from "../ovf/ova-location.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { DiskSourceRef } from "../spec/workload.ts";
 
@@ -43,6 +43,7 @@ export function diskSourceText(source: DiskSourceRef): { readonly text: string; 
       if (source.provider === "aws") return { text: source.reference.startsWith("ebs://") ? source.reference : `ebs://${source.reference}` };
       return { text: source.reference };
     case "ova":
-      throw new NotCapableError("SOURCE_NOT_SUPPORTED", `a disk inside an OVA (${source.path}#${source.entry}) cannot be placed directly yet: extract it with \`portable ovf\` first`);
+      // Read in place from the archive by openSource (transfer/open-source.ts); nothing is extracted.
+      return { text: formatOvaLocation(resolve(source.path), source.entry) };
   }
 }

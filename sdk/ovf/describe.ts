@@ -1,5 +1,6 @@
 // One call from a path (.ovf, .ova or .vmx) to what the CLI's `ovf` command prints: the
 // Workload(s), where each disk's bytes are, the manifest check, and every problem with its path.
+// summarizeOva() is what `portable inspect file.ova` prints: the archive's disks, each opened.
 import { basename, dirname, extname, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { InvalidArgsError } from "../errors.ts";
@@ -9,7 +10,8 @@ import type { Workload } from "../spec/workload.ts";
 import type { ManifestReport } from "./manifest.ts";
 import type { OvfProblem } from "./ovf-reader.ts";
 import { scanOvaStream } from "./ova-stream.ts";
-import { openOva, openOvfFolder } from "./package.ts";
+import { formatOvaLocation } from "./ova-location.ts";
+import { diskEntries, openOva, openOvfFolder } from "./package.ts";
 import { readVmx, VMX_MAX_BYTES } from "./vmx.ts";
 
 export interface DiskReference {
@@ -98,7 +100,7 @@ export async function describePackage(path: string, options: { readonly verify?:
         ...(system.workload === undefined ? {} : { workload: system.workload }),
         disks: system.attachments.map((a) => ({
           id: a.id,
-          location: a.file === undefined ? "(blank)" : pkg.kind === "ova" ? `${path}!${a.file.href}` : resolve(folder, a.file.href),
+          location: a.file === undefined ? "(blank)" : pkg.kind === "ova" ? formatOvaLocation(path, a.file.href) : resolve(folder, a.file.href),
           ...(a.format === undefined ? {} : { format: a.format }),
           ...(a.file?.compression === undefined ? {} : { compression: a.file.compression }),
           ...(a.file?.sizeBytes === undefined ? {} : { fileSizeBytes: a.file.sizeBytes }),
@@ -128,7 +130,7 @@ export async function describeOvaStream(input: Readable, name = "stdin"): Promis
       ...(system.workload === undefined ? {} : { workload: system.workload }),
       disks: system.attachments.map((a) => ({
         id: a.id,
-        location: a.file === undefined ? "(blank)" : `${name}!${a.file.href}`,
+        location: a.file === undefined ? "(blank)" : formatOvaLocation(name, a.file.href),
         ...(a.format === undefined ? {} : { format: a.format }),
         ...(a.file?.compression === undefined ? {} : { compression: a.file.compression }),
         ...(a.file === undefined || sizes.get(a.file.href) === undefined ? {} : { fileSizeBytes: sizes.get(a.file.href) as number }),
@@ -137,4 +139,52 @@ export async function describeOvaStream(input: Readable, name = "stdin"): Promis
     ...(scan.manifest === undefined ? {} : { manifest: scan.manifest }),
     problems: scan.problems,
   };
+}
+
+/** One disk entry of an OVA, as `portable inspect` lists it. */
+export interface OvaDiskSummary {
+  /** The tar entry (File href). */
+  readonly entry: string;
+  /** `<ova>!<entry>`: what every command that reads a disk accepts. */
+  readonly location: string;
+  /** DiskSection ids stored in this entry (usually one). */
+  readonly diskIds: readonly string[];
+  readonly format: string;
+  readonly subformat?: string;
+  readonly virtualSizeBytes: number;
+}
+
+export interface OvaSummary {
+  readonly path: string;
+  readonly kind: "ova";
+  /** The descriptor's entry name. */
+  readonly descriptor: string;
+  readonly disks: readonly OvaDiskSummary[];
+}
+
+/** Opens each disk entry of an OVA in place for its format and virtual size. */
+export async function summarizeOva(path: string): Promise<OvaSummary> {
+  const pkg = await openOva(path);
+  try {
+    const disks: OvaDiskSummary[] = [];
+    for (const entry of diskEntries(pkg)) {
+      const diskIds = pkg.descriptor.disks.filter((d) => d.file?.href === entry).map((d) => d.diskId);
+      const source = await pkg.openDisk(diskIds[0] as string);
+      try {
+        disks.push({
+          entry,
+          location: formatOvaLocation(path, entry),
+          diskIds,
+          format: source.format,
+          ...(source.subformat === undefined ? {} : { subformat: source.subformat }),
+          virtualSizeBytes: source.virtualSizeBytes,
+        });
+      } finally {
+        await source.close();
+      }
+    }
+    return { path, kind: "ova", descriptor: pkg.descriptorName, disks };
+  } finally {
+    await pkg.close();
+  }
 }

@@ -5,13 +5,15 @@
 // descriptor and manifest are read into memory (both size-limited), and a disk is a sub-range
 // of the archive handed to the disk format reader, so nothing is extracted to a temp file. A
 // gzip-compressed disk (ovf:compression="gzip") is decoded forward through gzip-source.ts.
+// openOvaEntry() opens one disk by its entry name, what a `file.ova!entry` location names.
 import { basename, dirname, extname, resolve } from "node:path";
-import { FormatError } from "../errors.ts";
+import { FormatError, InvalidArgsError } from "../errors.ts";
 import { formatByName } from "../disk/formats/index.ts";
 import { openFileSource } from "../disk/io.ts";
 import { detect, siblingOpener } from "../disk/open.ts";
-import type { ByteSource, DiskSource } from "../disk/types.ts";
+import type { ByteSource, DiskFormatName, DiskSource } from "../disk/types.ts";
 import { GzipSource } from "./gzip-source.ts";
+import { formatOvaLocation } from "./ova-location.ts";
 import { MANIFEST_MAX_BYTES, parseManifest, verifyManifest, type ManifestLine, type ManifestReport } from "./manifest.ts";
 import { readOvf, type OvfDescriptor, type OvfFile, type OvfProblem } from "./ovf-reader.ts";
 import { concatSource, subRangeSource } from "./sub-range.ts";
@@ -33,8 +35,11 @@ export interface OvfPackage {
   verifyManifest(): Promise<ManifestReport | undefined>;
   /** The bytes of a package file as stored (still compressed, if it is). */
   openFile(name: string): Promise<ByteSource>;
-  /** A referenced disk, by its DiskSection id, as a DiskSource. Close it before the package. */
-  openDisk(diskId: string): Promise<DiskSource>;
+  /**
+   * A referenced disk, by its DiskSection id, as a DiskSource. Close it before the package.
+   * `format` overrides the descriptor's and detection.
+   */
+  openDisk(diskId: string, options?: { readonly format?: DiskFormatName }): Promise<DiskSource>;
   close(): Promise<void>;
 }
 
@@ -46,6 +51,17 @@ function formatFromUri(uri: string | undefined): "vmdk" | "vhd" | "vhdx" | "qcow
   if (/vhd/i.test(uri)) return "vhd";
   if (/qcow/i.test(uri)) return "qcow2";
   return undefined;
+}
+
+/** Hands package bytes to a format reader: the named format, or the one the bytes show. */
+async function openDiskBytes(bytes: ByteSource, named: DiskFormatName | undefined, openRelative: (name: string) => Promise<ByteSource>): Promise<DiskSource> {
+  try {
+    const format = named === undefined ? await detect(bytes) : formatByName(named);
+    return await format.open(bytes, { openRelative });
+  } catch (err) {
+    await bytes.close();
+    throw err;
+  }
 }
 
 const EXEMPT_FROM_MANIFEST = (file: string): boolean => /\.(mf|cert)$/i.test(file);
@@ -102,21 +118,21 @@ abstract class PackageBase implements OvfPackage {
     return concatSource(await Promise.all(chunks.map((c) => this.openFile(c))), file.href);
   }
 
-  async openDisk(diskId: string): Promise<DiskSource> {
+  async openDisk(diskId: string, options: { readonly format?: DiskFormatName } = {}): Promise<DiskSource> {
     const disk = this.descriptor.disks.find((d) => d.diskId === diskId);
     if (disk === undefined) throw new FormatError("OVF_DISK_UNKNOWN", `ovf: ${this.path} has no disk "${diskId}"`, { context: { diskId } });
     const file = disk.file;
     if (file === undefined) throw new FormatError("OVF_DISK_NO_FILE", `ovf: disk "${diskId}" of ${this.path} has no file (a blank disk)`, { context: { diskId } });
     let bytes = await this.fileBytes(file);
-    try {
-      if (file.compression === "gzip") bytes = await GzipSource.open(bytes, `${this.path}!${file.href} (gunzip)`);
-      const named = formatFromUri(disk.format);
-      const format = named === undefined ? await detect(bytes) : formatByName(named);
-      return await format.open(bytes, { openRelative: (name) => this.openRelative(name) });
-    } catch (err) {
-      await bytes.close();
-      throw err;
+    if (file.compression === "gzip") {
+      try {
+        bytes = await GzipSource.open(bytes, `${this.path}!${file.href} (gunzip)`);
+      } catch (err) {
+        await bytes.close();
+        throw err;
+      }
     }
+    return openDiskBytes(bytes, options.format ?? formatFromUri(disk.format), (name) => this.openRelative(name));
   }
 }
 
@@ -271,4 +287,72 @@ export async function openOvfFolder(path: string): Promise<OvfPackage> {
     files.push(manifestName);
   }
   return new FolderPackage({ path, descriptor, files, ...(manifest === undefined ? {} : { manifestName, manifest }), problems: [...descriptor.problems, ...problems] });
+}
+
+/** The disk, closing the package after it: the caller holds one handle, not two. */
+function closingPackage(disk: DiskSource, pkg: OvfPackage): DiskSource {
+  return {
+    format: disk.format,
+    ...(disk.subformat === undefined ? {} : { subformat: disk.subformat }),
+    virtualSizeBytes: disk.virtualSizeBytes,
+    extents: () => disk.extents(),
+    read: (offsetBytes, lengthBytes, into) => disk.read(offsetBytes, lengthBytes, into),
+    async close() {
+      try {
+        await disk.close();
+      } finally {
+        await pkg.close();
+      }
+    },
+  };
+}
+
+/** The entries the descriptor's disks are stored in (File hrefs), each once, in DiskSection order. */
+export function diskEntries(pkg: OvfPackage): string[] {
+  return [...new Set(pkg.descriptor.disks.flatMap((d) => (d.file === undefined ? [] : [d.file.href])))];
+}
+
+/**
+ * A disk inside an OVA by its tar entry name (the File href; the part after "!" in a
+ * `file.ova!entry` location), streamed from the archive. An entry a descriptor disk uses opens as
+ * that disk (its format, gzip, chunks); an entry no disk uses is read as its bytes say. `format`
+ * overrides both. Closing the DiskSource closes the archive.
+ */
+export async function openOvaEntry(path: string, entry: string, options: { readonly format?: DiskFormatName } = {}): Promise<DiskSource> {
+  const pkg = await openOva(path);
+  try {
+    const disk = pkg.descriptor.disks.find((d) => d.file?.href === entry);
+    let source: DiskSource;
+    if (disk !== undefined) source = await pkg.openDisk(disk.diskId, options);
+    else if (pkg.files.includes(entry)) source = await openDiskBytes(await pkg.openFile(entry), options.format, (name) => pkg.openFile(name));
+    else {
+      const entries = diskEntries(pkg);
+      const disks = entries.length === 0 ? "it holds no disk files" : `its disks: ${entries.map((e) => formatOvaLocation(path, e)).join(", ")}`;
+      throw new FormatError("OVA_ENTRY_MISSING", `ova: ${path} has no entry "${entry}"; ${disks}`, { context: { entry, diskEntries: entries.join(", ") } });
+    }
+    return closingPackage(source, pkg);
+  } catch (err) {
+    await pkg.close();
+    throw err;
+  }
+}
+
+/**
+ * What opening a whole OVA as a disk fails with: an archive is not an image, and reading its
+ * tar headers as raw sectors would copy the wrong bytes. The message names the locations to use.
+ */
+export async function ovaIsArchiveError(path: string): Promise<InvalidArgsError> {
+  let detail: string;
+  try {
+    const pkg = await openOva(path);
+    try {
+      const entries = diskEntries(pkg);
+      detail = entries.length === 0 ? "it holds no disk files" : `name a disk inside it: ${entries.map((e) => formatOvaLocation(path, e)).join(", ")}`;
+    } finally {
+      await pkg.close();
+    }
+  } catch (err) {
+    detail = `and cannot be read as an OVA: ${(err as Error).message}`;
+  }
+  return new InvalidArgsError("OVA_IS_ARCHIVE", `${path} is an OVA (a tar archive), not a disk image; ${detail}`, { context: { path } });
 }

@@ -1,9 +1,12 @@
-// Test helpers for OVF/OVA: the shared govmomi vector, and a raw tar builder that can write
-// what tar-stream refuses to (absolute names, links, lying sizes), for the hostile cases.
+// Test helpers for OVF/OVA: the shared govmomi vector, a raw tar builder that can write what
+// tar-stream refuses to (absolute names, links, lying sizes) for the hostile cases, and a small
+// OVA built the way appliances ship (descriptor, streamOptimized VMDK from qemu-img, manifest).
 import { execFile } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { qemuImg, qemuIo } from "../harness/disk.ts";
 import { REPO_ROOT } from "../harness/tools.ts";
 
 const run = promisify(execFile);
@@ -90,3 +93,47 @@ export const MINIMAL_OVF = `<?xml version="1.0" encoding="UTF-8"?>
   </VirtualSystem>
 </Envelope>
 `;
+
+/** MINIMAL_OVF with one disk d1 stored in `href`, attached to an IDE controller. */
+export function ovfWithDisk(disk: { readonly href: string; readonly fileSizeBytes: number; readonly capacityBytes: number }): string {
+  return MINIMAL_OVF.replace(
+    "<References/>",
+    `<References><File ovf:href="${disk.href}" ovf:id="f1" ovf:size="${disk.fileSizeBytes}"/></References><DiskSection><Info>d</Info><Disk ovf:capacity="${disk.capacityBytes}" ovf:diskId="d1" ovf:fileRef="f1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>`,
+  ).replace(
+    "</VirtualHardwareSection>",
+    "<Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>5</rasd:ResourceType></Item><Item><rasd:HostResource>ovf:/disk/d1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item></VirtualHardwareSection>",
+  );
+}
+
+export interface BuiltOva {
+  readonly ova: string;
+  /** The tar entry of the disk, and its `<ova>!<entry>` location. */
+  readonly entry: string;
+  readonly location: string;
+  /** The raw image the disk was made from (the expected bytes), and its VMDK outside the OVA. */
+  readonly raw: string;
+  readonly vmdk: string;
+  readonly virtualSizeBytes: number;
+}
+
+/**
+ * `appliance.ova` in `dir`: appliance.ovf, disk1.vmdk (qemu-img's streamOptimized VMDK of a
+ * raw image with data at the start, the middle and the last sector) and appliance.mf (SHA-256),
+ * in that order, as DSP0243 §5.3 wants. `extra` entries go after the manifest.
+ */
+export async function buildOva(dir: string, options: { readonly sizeBytes?: number; readonly extra?: readonly RawEntry[] } = {}): Promise<BuiltOva> {
+  const sizeBytes = options.sizeBytes ?? 8 * 2 ** 20;
+  const raw = join(dir, "appliance-disk.raw");
+  await qemuImg("create", "-q", "-f", "raw", raw, String(sizeBytes));
+  await qemuIo("raw", raw, ["write -P 0x5a 0 64k", `write -P 0x33 ${sizeBytes / 2} 1M`, `write -P 0x7e ${sizeBytes - 512} 512`]);
+  const vmdkPath = join(dir, "appliance-disk.vmdk");
+  await qemuImg("convert", "-q", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, vmdkPath);
+  const vmdk = await readFile(vmdkPath);
+  const entry = "disk1.vmdk";
+  const ovf = Buffer.from(ovfWithDisk({ href: entry, fileSizeBytes: vmdk.length, capacityBytes: sizeBytes }));
+  const sha256 = (data: Buffer): string => createHash("sha256").update(data).digest("hex");
+  const mf = Buffer.from(`SHA256(appliance.ovf)= ${sha256(ovf)}\nSHA256(${entry})= ${sha256(vmdk)}\n`);
+  const ova = join(dir, "appliance.ova");
+  await writeFile(ova, rawTar([{ name: "appliance.ovf", data: ovf }, { name: entry, data: vmdk }, { name: "appliance.mf", data: mf }, ...(options.extra ?? [])]));
+  return { ova, entry, location: `${ova}!${entry}`, raw, vmdk: vmdkPath, virtualSizeBytes: sizeBytes };
+}
