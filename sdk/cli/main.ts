@@ -11,12 +11,14 @@ import { formatByName } from "../disk/formats/index.ts";
 import { createFileTarget, streamTarget } from "../disk/io.ts";
 import { summarize } from "../disk/summary.ts";
 import { displayName, isAzureDiskUrl } from "../clouds/azure/url.ts";
+import { isOvaFile } from "../ovf/ova-location.ts";
 import { INSPECT_GUEST_USAGE, PLAN_COMMENT_USAGE, REPLICATE_USAGE } from "./usage.ts";
 import { EXIT_DIFFERENT, EXIT_ERROR, formatBytes, progressReporter, setUsage, usageError, withDisk, writerOptions } from "./common.ts";
 
 const USAGE = `usage: portable <command> [options]
 
-  inspect <image> [--json] [-f fmt]        format, virtual size, allocated bytes, extents
+  inspect <image> [--json] [-f fmt]        format, virtual size, allocated bytes, extents; for an
+                                           OVA, its disks with their <file.ova>!<entry> locations
   ${INSPECT_GUEST_USAGE}
   convert <in> <out> -O <fmt> [-f fmt] [-o key=value]... [--overwrite] [--concurrency N] [--json]
                                            stream any format into another ('-' writes to stdout);
@@ -45,6 +47,8 @@ ${PLAN_COMMENT_USAGE}
                                            list vSphere VMs / copy a VM's disk (VSPHERE_URL,
                                            VSPHERE_USERNAME, VSPHERE_PASSWORD; see \`portable vsphere --help\`)
 
+images: a path (format detected unless -f), <file.ova>!<entry> (a disk inside an OVA, read in
+place; \`portable ovf\` and \`portable inspect file.ova\` list them), ebs://snap-…, azblob://…, azdisk://…
 formats: raw, vmdk, vhd (alias vpc), vhdx, qcow2`;
 setUsage(USAGE);
 
@@ -53,6 +57,7 @@ async function inspectCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: "boolean" }, f: { type: "string" } } });
   const [path] = positionals;
   if (path === undefined || positionals.length > 1) usageError("inspect takes one image");
+  if (values.f === undefined && (await isOvaFile(path))) return inspectOva(path, values.json === true);
   const summary = await withDisk(path, values.f, summarize);
   if (values.json === true) {
     console.log(JSON.stringify({ image: path, ...summary }, null, 2));
@@ -62,6 +67,23 @@ async function inspectCommand(args: string[]): Promise<number> {
     console.log(`virtual size: ${formatBytes(summary.virtualSizeBytes)} (${summary.virtualSizeBytes} bytes)`);
     console.log(`allocated: ${formatBytes(summary.allocatedBytes)} (${summary.allocatedBytes} bytes)`);
     console.log(`extents: ${summary.dataExtents} data, ${summary.zeroExtents} zero`);
+  }
+  return 0;
+}
+
+/** `inspect file.ova`: an archive, not a disk; its disks and the locations that open them. */
+async function inspectOva(path: string, json: boolean): Promise<number> {
+  const summary = await (await import("../ovf/describe.ts")).summarizeOva(path);
+  if (json) {
+    console.log(JSON.stringify({ image: path, ...summary }, null, 2));
+    return 0;
+  }
+  console.log(`image: ${path}`);
+  console.log(`kind: ova (tar archive), descriptor ${summary.descriptor}`);
+  if (summary.disks.length === 0) console.log("disks: none");
+  for (const disk of summary.disks) {
+    console.log(`disk ${disk.entry}: ${disk.format}${disk.subformat === undefined ? "" : ` (${disk.subformat})`}, virtual size ${formatBytes(disk.virtualSizeBytes)} (${disk.virtualSizeBytes} bytes)`);
+    console.log(`  location: ${disk.location}`);
   }
   return 0;
 }
