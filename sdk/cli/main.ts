@@ -1,6 +1,7 @@
 // The `portable` command's body (the entry is portable.ts): a thin face over sdk/disk. Every
 // decision lives in the sdk; this file parses arguments, shows progress and maps errors to exit
 // codes. Commands outside the disk engine are imported when used, so `convert` starts fast.
+// Usage text and `--help` live in usage.ts.
 import { rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { isPortableError } from "../errors.ts";
@@ -12,44 +13,9 @@ import { createFileTarget, streamTarget } from "../disk/io.ts";
 import { summarize } from "../disk/summary.ts";
 import { displayName, isAzureDiskUrl } from "../clouds/azure/url.ts";
 import { isOvaFile } from "../ovf/ova-location.ts";
-import { INSPECT_GUEST_USAGE, PLAN_COMMENT_USAGE, REPLICATE_USAGE } from "./usage.ts";
+import { helpFor, USAGE } from "./usage.ts";
 import { EXIT_DIFFERENT, EXIT_ERROR, formatBytes, progressReporter, setUsage, usageError, withDisk, writerOptions } from "./common.ts";
 
-const USAGE = `usage: portable <command> [options]
-
-  inspect <image> [--json] [-f fmt]        format, virtual size, allocated bytes, extents; for an
-                                           OVA, its disks with their <file.ova>!<entry> locations
-  ${INSPECT_GUEST_USAGE}
-  convert <in> <out> -O <fmt> [-f fmt] [-o key=value]... [--overwrite] [--concurrency N] [--json]
-                                           stream any format into another ('-' writes to stdout);
-                                           --json prints the result and the engine's seconds
-  convert <in> ebs://?region=R[&key=value]...
-                                           upload as an EBS snapshot; prints snap-… [ami-…]
-                                           (keys: sdk/clouds/aws/url.ts); ebs://snap-…?region=R
-                                           as <in> reads a snapshot back
-  convert <in> azblob://<account>/<container>/<blob>|<SAS URL> [--overwrite]
-                                           upload as a fixed VHD page blob (credentials from
-                                           AZURE_STORAGE_* env, see sdk/clouds/azure/url.ts);
-                                           either form as <in> reads a page blob or disk SAS
-  convert <in> azdisk://<subscription>/<group>/<disk>?location=L[&sku=…&osType=…]
-                                           create a managed disk for Upload, fill it, revoke
-                                           its SAS; as <in> reads a managed disk (read SAS)
-  compare <a> <b> [--json]                 exit 0 if the guest sees the same bytes, 1 if not
-  map <image> [--json]                     the extent map (data / zero ranges)
-  ovf <file.ovf|file.ova|file.vmx|-> [--json] [--no-verify]
-                                           the Workload and disk references, manifest check and
-                                           problems ('-' reads an OVA streamed on stdin); exit 1
-                                           if the manifest fails or a system makes no valid Workload
-
-${REPLICATE_USAGE}
-${PLAN_COMMENT_USAGE}
-  vsphere ls [--json] | copy-disk <vm> <diskIndex|label> <out> [-O fmt]
-                                           list vSphere VMs / copy a VM's disk (VSPHERE_URL,
-                                           VSPHERE_USERNAME, VSPHERE_PASSWORD; see \`portable vsphere --help\`)
-
-images: a path (format detected unless -f), <file.ova>!<entry> (a disk inside an OVA, read in
-place; \`portable ovf\` and \`portable inspect file.ova\` list them), ebs://snap-…, azblob://…, azdisk://…
-formats: raw, vmdk, vhd (alias vpc), vhdx, qcow2`;
 setUsage(USAGE);
 
 async function inspectCommand(args: string[]): Promise<number> {
@@ -301,6 +267,12 @@ export async function main(argv: string[]): Promise<number> {
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
     console.log(USAGE);
     return command === undefined ? EXIT_ERROR : 0;
+  }
+  // `portable <command> … --help` for every command, before its own parsing can refuse the flag.
+  const help = helpFor(command, rest);
+  if (help !== undefined) {
+    console.log(help);
+    return 0;
   }
   const run = COMMANDS[command];
   try {

@@ -13,22 +13,7 @@ import { formatByName } from "../disk/formats/index.ts";
 import { createFileTarget } from "../disk/io.ts";
 import { InvalidArgsError, isPortableError } from "../errors.ts";
 import { formatBytes, progressReporter, writerOptions } from "./common.ts";
-
-export const VSPHERE_USAGE = `usage: portable vsphere <command> [connection options]
-
-  ls [--json]                               list VMs: name, power state, CPUs, memory, guest
-  copy-disk <vm> <diskIndex|label> <out> [-O fmt] [-o key=value]... [--overwrite] [--no-snapshot]
-                                            copy a VM's disk to a local image (default raw); a
-                                            powered-on VM is read through a temporary snapshot
-
-connection (flags override environment):
-  --url URL          VSPHERE_URL, e.g. https://vcenter.example.com/sdk
-  --username NAME    VSPHERE_USERNAME
-  --password-env VAR the variable holding the password (default VSPHERE_PASSWORD); there is
-                     no password flag, so it never lands in a shell history or process list
-  --ca-file PEM      trust these CAs (VSPHERE_CA_FILE)
-  --thumbprint HEX   pin the server certificate, SHA-1 or SHA-256 (VSPHERE_THUMBPRINT)
-  --insecure         skip certificate checks (VSPHERE_INSECURE=1); never the default`;
+import { VSPHERE_USAGE } from "./usage.ts";
 
 export interface VsphereIo {
   readonly stdout: Writable & { isTTY?: boolean };
