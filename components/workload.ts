@@ -6,21 +6,26 @@
 // shows it.
 import { resolve } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { parseWorkloadArgs, type MigrationPolicyInput, type PlacementInput } from "../sdk/spec/placement.ts";
-import type { WorkloadInput } from "../sdk/spec/workload.ts";
+import { parseWorkloadArgs, type MigrationPolicyInput, type PlacementInput, type ValidWorkloadArgs } from "../sdk/spec/placement.ts";
+import { WorkloadValidationError, type WorkloadInput } from "../sdk/spec/workload.ts";
+import { vsphereSettingsFor } from "../sdk/migrate/machine-placement.ts";
 import { diskSourceText, diskTargetFor } from "../sdk/migrate/targets.ts";
 import { planWorkload, type WorkloadPlan } from "../sdk/migrate/workload-plan.ts";
 import { Disk } from "./providers/disk.ts";
 import { Machine } from "./providers/machine.ts";
+import { Readiness } from "./providers/readiness.ts";
 import { AwsPlacement } from "./placements/aws.ts";
 import { AzurePlacement } from "./placements/azure.ts";
 
 export interface WorkloadArgs {
   readonly spec: WorkloadInput;
   readonly placement: PlacementInput;
+  /**
+   * How it moves. The vCenter password of a vsphere placement is no argument: the program and the
+   * engine's provider processes read it from the environment variable the placement names
+   * (passwordEnv, default VSPHERE_PASSWORD), so it never becomes a resource input.
+   */
   readonly migration?: MigrationPolicyInput;
-  /** The vCenter password for a vsphere placement; kept a secret. */
-  readonly vspherePassword?: pulumi.Input<string>;
   /**
    * Replica manifests, journals and placement records. @default ".portable" in the program's
    * working directory. Pulumi state keeps only references into it and digests.
@@ -41,8 +46,17 @@ export class Workload extends pulumi.ComponentResource {
 
   constructor(name: string, args: WorkloadArgs, opts?: pulumi.ComponentResourceOptions) {
     super("portable:index:Workload", name, {}, opts);
-    // Throws WorkloadValidationError listing every issue with its path: the preview fails.
-    const { spec, placement, migration } = parseWorkloadArgs(args, `Workload ${name}`);
+    const valid = validate(args, name, this);
+    if (valid === undefined) {
+      // The run fails with the one error logged on this component; nothing is registered.
+      this.machineId = pulumi.output("");
+      this.addresses = pulumi.output([]);
+      this.disks = pulumi.output<Record<string, string>>({});
+      this.plan = pulumi.output(undefined);
+      this.registerOutputs({});
+      return;
+    }
+    const { spec, placement, migration } = valid;
     const stateDir = resolve(args.stateDir ?? ".portable");
     const diskInputs = spec.disks.map((disk) => {
       const source = diskSourceText(disk.source!);
@@ -51,13 +65,13 @@ export class Workload extends pulumi.ComponentResource {
 
     // The plan is computed while the program runs, so the preview shows it. It never fails the
     // program: a disk that cannot be read for planning is reported, and the update will say why.
-    this.plan = pulumi.all([pulumi.output(args.vspherePassword), pulumi.output(args.diskSources ?? {})]).apply(([vspherePassword, overrides]) =>
+    this.plan = pulumi.output(args.diskSources ?? {}).apply((overrides) =>
       planWorkload({
         workload: spec,
         placement,
         mode: migration.mode,
         stateDir,
-        ...(vspherePassword === undefined ? {} : { vspherePassword }),
+        stopGraceSeconds: migration.stopGraceSeconds,
         disks: diskInputs.map((d) => {
           const override = (overrides as Record<string, string>)[d.id];
           return { id: d.id, source: override ?? d.text, ...(override === undefined && d.format !== undefined ? { sourceFormat: d.format } : {}), target: d.target };
@@ -65,7 +79,8 @@ export class Workload extends pulumi.ComponentResource {
       }).then(
         (plan) => {
           void pulumi.log.info(plan.summary, this);
-          for (const finding of plan.findings.filter((f) => f.severity === "error")) void pulumi.log.warn(`readiness: ${finding.code}: ${finding.message}`, this);
+          const blocking = migration.readiness === "block" ? " (blocks `up`; migration.readiness: \"warn\" lets it through)" : "";
+          for (const finding of plan.findings.filter((f) => f.severity === "error")) void pulumi.log.warn(`readiness: ${finding.code}: ${finding.message}${blocking}`, this);
           return plan;
         },
         (error: unknown) => {
@@ -75,10 +90,18 @@ export class Workload extends pulumi.ComponentResource {
       ),
     );
 
-    // The vCenter connection without its password (that one travels as a secret of its own).
-    const vsphere = placement.kind === "vsphere"
-      ? JSON.stringify({ url: placement.url, username: placement.username, insecure: placement.insecure, ...(placement.caPem ? { caPem: placement.caPem } : {}), ...(placement.thumbprint ? { thumbprint: placement.thumbprint } : {}) })
-      : undefined;
+    // Readiness errors stop `up` before any disk moves, unless the policy says "warn": the disks
+    // depend on this gate, which fails its update (never the preview) while errors block.
+    const gate = new Readiness(`${name}-readiness`, {
+      workload: spec.name,
+      target: placement.kind,
+      policy: migration.readiness,
+      errors: this.plan.apply((plan) => (plan?.findings ?? []).filter((f) => f.severity === "error").map((f) => `${f.code}: ${f.message}`)),
+    }, { parent: this });
+
+    // The vCenter connection without its password (providers read that from the environment).
+    const vsphereSettings = vsphereSettingsFor(placement);
+    const vsphere = vsphereSettings === undefined ? undefined : JSON.stringify(vsphereSettings);
     const disks = diskInputs.map(
       (d) =>
         new Disk(`${name}-${d.id}`, {
@@ -91,8 +114,7 @@ export class Workload extends pulumi.ComponentResource {
           verify: migration.verify,
           keepPrevious: migration.source === "keep",
           ...(vsphere === undefined ? {} : { vsphere }),
-          ...(args.vspherePassword === undefined ? {} : { vspherePassword: pulumi.secret(args.vspherePassword) }),
-        }, { parent: this }),
+        }, { parent: this, dependsOn: [gate] }),
     );
     this.disks = pulumi.all(disks.map((d) => d.location)).apply((locations) => Object.fromEntries(diskInputs.map((d, i) => [d.id, locations[i]!])));
 
@@ -125,11 +147,27 @@ export class Workload extends pulumi.ComponentResource {
         stateDir,
         keepPrevious: migration.source === "keep",
         verify: migration.verify,
-        ...(args.vspherePassword === undefined ? {} : { vspherePassword: pulumi.secret(args.vspherePassword) }),
+        stopGraceSeconds: migration.stopGraceSeconds,
       }, { parent: this, dependsOn: disks });
       this.machineId = machine.machineId;
       this.addresses = machine.addresses;
     }
     this.registerOutputs({ machineId: this.machineId, addresses: this.addresses, disks: this.disks });
+  }
+}
+
+/**
+ * The args, validated. Bad args are logged as one error on the component that names every issue
+ * and its path, and fail the run; nothing is thrown, so the engine shows the message once and
+ * without a stack trace (a user's input is wrong, not our code).
+ */
+function validate(args: WorkloadArgs, name: string, component: pulumi.ComponentResource): ValidWorkloadArgs | undefined {
+  try {
+    return parseWorkloadArgs(args, `Workload ${name}`);
+  } catch (error) {
+    if (!(error instanceof WorkloadValidationError)) throw error;
+    const lines = error.issues.map((i) => `  ${i.path || "(workload)"}: ${i.message}`);
+    void pulumi.log.error(`Workload ${name}: ${error.issues.length} problem(s) in its arguments (${error.code}):\n${lines.join("\n")}`, component);
+    return undefined;
   }
 }

@@ -5,6 +5,7 @@
 // per the migration policy; kept targets are listed in `retained` and removed on delete.
 import * as pulumi from "@pulumi/pulumi";
 import type * as Placement from "../../sdk/migrate/disk-placement.ts";
+import type * as VsphereUrls from "../../sdk/clouds/vsphere/disk-url.ts";
 import { sdkModule } from "../runtime.ts";
 
 export interface DiskInputs {
@@ -22,9 +23,12 @@ export interface DiskInputs {
    * deleting them after a move is the machine's cutover's job (it reads them for the final delta).
    */
   readonly keepPrevious: boolean;
-  /** vCenter connection for vsphere:// targets or sources: { url, username, caPem?, thumbprint?, insecure } as JSON. */
+  /**
+   * vCenter connection for vsphere:// targets or sources, without its password: { url, username,
+   * caPem?, thumbprint?, insecure, passwordEnv } as JSON. The provider reads the password from the
+   * environment variable passwordEnv at run time, so no credential is an input or output here.
+   */
   readonly vsphere?: string;
-  readonly vspherePassword?: string;
 }
 
 export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key" | "resumed" | "verifiedBlocks"> {
@@ -33,10 +37,12 @@ export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key
 }
 
 const PLACEMENT = sdkModule("migrate/disk-placement");
+const VSPHERE = sdkModule("clouds/vsphere/disk-url");
 
 function connectionOf(inputs: DiskInputs): Placement.PlaceDiskArgs["vsphere"] {
-  if (inputs.vsphere === undefined || inputs.vsphere === "" || inputs.vspherePassword === undefined) return undefined;
-  return { ...(JSON.parse(inputs.vsphere) as Omit<NonNullable<Placement.PlaceDiskArgs["vsphere"]>, "password">), password: inputs.vspherePassword };
+  if (inputs.vsphere === undefined || inputs.vsphere === "") return undefined;
+  const { vsphereConnectionFromEnv } = require(VSPHERE) as typeof VsphereUrls;
+  return vsphereConnectionFromEnv(JSON.parse(inputs.vsphere) as VsphereUrls.VsphereSettings);
 }
 
 const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
@@ -50,7 +56,7 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
   },
 
   async diff(_id, olds, news) {
-    const keys = ["source", "sourceFormat", "target", "verify", "keepPrevious", "stateDir", "vsphere", "vspherePassword"] as const;
+    const keys = ["source", "sourceFormat", "target", "verify", "keepPrevious", "stateDir", "vsphere"] as const;
     const changed = keys.filter((k) => olds[k] !== news[k]);
     const replaces = olds.workload !== news.workload || olds.disk !== news.disk ? ["workload", "disk"] : [];
     return { changes: changed.length > 0 || replaces.length > 0, replaces, deleteBeforeReplace: false };
@@ -93,7 +99,7 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
     const retained = [...(olds.retained ?? []).filter((t) => t !== news.target), ...(moved ? [olds.target] : [])];
     // A vCenter connection outlives the move away from vSphere: the kept disk there is still
     // deleted with this resource.
-    const carried = { ...(news.vsphere ?? olds.vsphere ? { vsphere: (news.vsphere ?? olds.vsphere)! } : {}), ...(news.vspherePassword ?? olds.vspherePassword ? { vspherePassword: (news.vspherePassword ?? olds.vspherePassword)! } : {}) };
+    const carried = news.vsphere ?? olds.vsphere ? { vsphere: (news.vsphere ?? olds.vsphere)! } : {};
     return {
       outs: { ...news, ...carried, location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained },
     };
@@ -118,7 +124,6 @@ export interface DiskArgs {
   readonly verify?: pulumi.Input<"full" | "sampled" | "none">;
   readonly keepPrevious?: pulumi.Input<boolean>;
   readonly vsphere?: pulumi.Input<string>;
-  readonly vspherePassword?: pulumi.Input<string>;
 }
 
 /** A workload disk on its target (type token `pulumi-nodejs:dynamic/portable:Disk`). */
@@ -149,7 +154,7 @@ export class Disk extends pulumi.dynamic.Resource {
         passes: undefined,
         retained: undefined,
       },
-      { ...opts, additionalSecretOutputs: ["vspherePassword"] },
+      opts,
       "portable",
       "Disk",
     );

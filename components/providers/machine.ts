@@ -19,7 +19,8 @@ export interface MachineInputs {
   readonly stateDir: string;
   readonly keepPrevious: boolean;
   readonly verify: "full" | "sampled" | "none";
-  readonly vspherePassword?: string;
+  /** Seconds a graceful stop of the source may take before a hard power-off. @default 30 */
+  readonly stopGraceSeconds?: number;
 }
 
 export interface MachineOutputs extends MachineInputs {
@@ -49,8 +50,8 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
   },
 
   async diff(_id, olds, news) {
-    const changed = (["spec", "placement", "disks", "keepPrevious", "verify", "stateDir"] as const).filter((k) => olds[k] !== news[k]);
-    return { changes: changed.length > 0 || olds.vspherePassword !== news.vspherePassword, replaces: olds.workload !== news.workload ? ["workload"] : [] };
+    const changed = (["spec", "placement", "disks", "keepPrevious", "verify", "stateDir", "stopGraceSeconds"] as const).filter((k) => olds[k] !== news[k]);
+    return { changes: changed.length > 0, replaces: olds.workload !== news.workload ? ["workload"] : [] };
   },
 
   async create(inputs) {
@@ -67,7 +68,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     const retained = (JSON.parse(olds.retained || "[]") as Array<{ placement: string; disks: string; machineId: string }>)
       .filter((r) => !(r.placement === news.placement));
     if (olds.placement !== news.placement) {
-      const moved = await machines.moveMachine({ from, to, stateDir: news.stateDir, verify: news.verify, deleteSource: !news.keepPrevious });
+      const moved = await machines.moveMachine({ from, to, stateDir: news.stateDir, verify: news.verify, deleteSource: !news.keepPrevious, gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000 });
       if (news.keepPrevious) retained.push({ placement: olds.placement, disks: olds.disks, machineId: olds.machineId });
       return { outs: outputsOf({ ...news, disks: JSON.stringify(moved.disks) }, moved.state, JSON.stringify(moved.record), JSON.stringify(retained)) };
     }
@@ -91,7 +92,8 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
 
 function requestOf(inputs: MachineInputs, machines: typeof Machines): Machines.MachineRequest {
   const placement = JSON.parse(inputs.placement) as Specs.Placement;
-  const vsphere = machines.vsphereConnectionFor(placement, inputs.vspherePassword);
+  // The vCenter password comes from the provider's environment (placement.passwordEnv), never an input.
+  const vsphere = machines.vsphereConnectionFor(placement);
   return { workload: JSON.parse(inputs.spec), placement, disks: JSON.parse(inputs.disks), stateDir: inputs.stateDir, ...(vsphere ? { vsphere } : {}) };
 }
 
@@ -116,7 +118,7 @@ export interface MachineArgs {
   readonly stateDir: pulumi.Input<string>;
   readonly keepPrevious: pulumi.Input<boolean>;
   readonly verify?: pulumi.Input<"full" | "sampled" | "none">;
-  readonly vspherePassword?: pulumi.Input<string>;
+  readonly stopGraceSeconds?: pulumi.Input<number>;
 }
 
 /** The machine of a local or vsphere placement (type token `pulumi-nodejs:dynamic/portable:Machine`). */
@@ -133,7 +135,7 @@ export class Machine extends pulumi.dynamic.Resource {
       machineProvider,
       name,
       { verify: "sampled", ...args, kind: undefined, machineId: undefined, running: undefined, addresses: undefined, bootSeconds: undefined, lastMove: undefined, retained: undefined },
-      { ...opts, additionalSecretOutputs: ["vspherePassword"] },
+      opts,
       "portable",
       "Machine",
     );

@@ -1,15 +1,14 @@
 // The quickstart workload: a small Debian guest (BIOS, one SATA disk, one NIC) described once
 // and placed wherever `placement` says. `index.ts` runs it as a Pulumi program; `demo.ts` runs it
 // through the Automation API and moves it local → vSphere → local.
-import type * as pulumi from "@pulumi/pulumi";
 import { Workload } from "../../components/workload.ts";
 import type { PlacementInput } from "../../sdk/spec/placement.ts";
 
 export interface QuickstartOptions {
   /** A bootable raw image (demo.ts builds one from Debian packages). */
   readonly image: { readonly path: string; readonly sizeBytes: number };
+  /** A vsphere placement reads the vCenter password from VSPHERE_PASSWORD (or its passwordEnv). */
   readonly placement: PlacementInput;
-  readonly vspherePassword?: pulumi.Input<string>;
   readonly stateDir?: string;
 }
 
@@ -27,7 +26,6 @@ export function quickstart(options: QuickstartOptions) {
     },
     placement: options.placement,
     migration: { mode: "warm", source: "keep", verify: "full" },
-    ...(options.vspherePassword === undefined ? {} : { vspherePassword: options.vspherePassword }),
     ...(options.stateDir === undefined ? {} : { stateDir: options.stateDir }),
   });
   return { machineId: web.machineId, disks: web.disks };

@@ -146,7 +146,7 @@ async function copyToVsphere(args: PlaceDiskArgs, source: DiskSource, store: Fil
 }
 
 function requireConnection(connection: VsphereConnection | undefined, target: string): VsphereConnection {
-  if (connection === undefined) throw new PortableError("VSPHERE_CONNECTION_MISSING", `${target}: a vSphere disk needs the vCenter connection and password`);
+  if (connection === undefined) throw new PortableError("VSPHERE_CONNECTION_MISSING", `${target}: a vSphere disk needs the vCenter connection and its password: set VSPHERE_PASSWORD (or the variable the placement names in passwordEnv) for the program and the engine`);
   return connection;
 }
 
@@ -181,14 +181,19 @@ function isLocalDatastoreDisk(target: string): boolean {
   return target.startsWith("/") && basename(dirname(target)) === "disks" && target.endsWith(".raw");
 }
 
-/** Deletes a placed disk's target artefact and its replica state. */
+/**
+ * Deletes a placed disk's target artefact and everything kept for it: its replica state
+ * (manifest, journal, a temp file a killed commit left) and, when it is the disk's current
+ * placement, the record of that. A local datastore's disks/ folder and a vSphere disk's
+ * datastore folder go too once nothing else is in them.
+ */
 export async function removeDisk(args: { readonly workload: string; readonly disk: string; readonly target: string; readonly stateDir: string; readonly virtualSizeBytes: number; readonly vsphere?: VsphereConnection }): Promise<void> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
   if (isVsphereDiskUrl(args.target)) {
     const client = await connectVsphere(requireConnection(args.vsphere, args.target));
     try {
-      await deleteVsphereDisk(client, args.target);
+      await deleteVsphereDisk(client, args.target, { removeEmptyFolder: true });
     } finally {
       await client.logout().catch(() => {});
     }
@@ -199,9 +204,23 @@ export async function removeDisk(args: { readonly workload: string; readonly dis
     } finally {
       close();
     }
+    if (isLocalDatastoreDisk(args.target)) {
+      const { removeEmptyDatastoreFolders } = await import("../clouds/local/datastore.ts");
+      await removeEmptyDatastoreFolders(dirname(dirname(args.target)));
+    }
   }
   await store.remove(key);
   if (readCurrent(args.stateDir, args.workload, args.disk)?.target === args.target) await rm(currentPath(args.stateDir, args.workload, args.disk), { force: true });
+}
+
+/**
+ * Forgets what the state folder keeps for the workload as a whole (its measured boot and stop
+ * times), once its machine and every disk are gone: with removeDisk per disk and target, the
+ * workload leaves nothing in `stateDir`. The folder itself stays (it is the stack's, and may
+ * hold other workloads).
+ */
+export async function forgetWorkload(stateDir: string, workload: string): Promise<void> {
+  await rm(timingsPath(stateDir, workload), { force: true });
 }
 
 /** Where a disk is placed now: what a preview plans a move from. */

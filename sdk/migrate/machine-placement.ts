@@ -8,7 +8,7 @@ import { PortableError } from "../errors.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import type { VsphereClient } from "../clouds/vsphere/client.ts";
-import type { VsphereConnection } from "../clouds/vsphere/disk-url.ts";
+import { vsphereConnectionFromEnv, type VsphereConnection, type VsphereSettings } from "../clouds/vsphere/disk-url.ts";
 import { placeDisk, recordTimings, removeDisk } from "./disk-placement.ts";
 import { cutover, type CutoverRecord } from "./migrate.ts";
 import { plainName } from "./targets.ts";
@@ -58,7 +58,7 @@ async function waitForMarker(serialLog: string, marker: string, timeoutMs: numbe
 }
 
 async function withVsphere<T>(request: { readonly vsphere?: VsphereConnection }, fn: (client: VsphereClient) => Promise<T>): Promise<T> {
-  if (request.vsphere === undefined) throw new PortableError("VSPHERE_CONNECTION_MISSING", "a vSphere machine needs the vCenter connection and password");
+  if (request.vsphere === undefined) throw new PortableError("VSPHERE_CONNECTION_MISSING", "a vSphere machine needs the vCenter connection and its password: set VSPHERE_PASSWORD (or the variable the placement names in passwordEnv) for the program and the engine");
   const { connectVsphere } = await import("../clouds/vsphere/disk-url.ts");
   const client = await connectVsphere(request.vsphere);
   try {
@@ -168,13 +168,27 @@ export async function restartMachine(request: MachineRequest, machineId: string)
   }
 }
 
-/** Deletes the machine (not its disks: those are portable:Disk resources). */
-export async function destroyMachine(request: MachineRequest, machineId: string): Promise<void> {
+export interface DestroyMachineOptions {
+  /**
+   * Keep a local machine's folder: its UEFI variable store (the NVRAM that holds boot entries)
+   * and logs. For a machine recreated at once on the same placement and disks (a new shape);
+   * a machine that goes away for good leaves nothing. @default false
+   */
+  readonly keepLocalState?: boolean;
+}
+
+/**
+ * Deletes the machine (not its disks: those are portable:Disk resources). A local machine is
+ * stopped and its folder (logs, QEMU arguments, UEFI variables, sockets) removed with it.
+ */
+export async function destroyMachine(request: MachineRequest, machineId: string, options: DestroyMachineOptions = {}): Promise<void> {
   const { placement } = request;
   if (machineId === "") return;
   if (placement.kind === "local") {
     const local = await import("../clouds/local/index.ts");
-    await local.stopMachine(await local.openDatastore(placement.dir), machineId, { graceMs: 0 });
+    const store = await local.openDatastore(placement.dir);
+    await local.stopMachine(store, machineId, { graceMs: 0 });
+    if (options.keepLocalState !== true) await local.removeMachine(store, machineId);
   } else if (placement.kind === "vsphere") {
     await withVsphere(request, async (client) => {
       const vm = await import("../clouds/vsphere/vm.ts");
@@ -280,15 +294,21 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
   return { record, state: state!, disks: to.disks.map((d) => placed.get(d.id) ?? d) };
 }
 
-/** The vCenter connection of a vsphere placement, with its password (kept out of the placement). */
-export function vsphereConnectionFor(placement: Placement, password: string | undefined): VsphereConnection | undefined {
-  if (placement.kind !== "vsphere" || password === undefined) return undefined;
+/** The vCenter connection of a vsphere placement, without its password. */
+export function vsphereSettingsFor(placement: Placement): VsphereSettings | undefined {
+  if (placement.kind !== "vsphere") return undefined;
   return {
     url: placement.url,
     username: placement.username,
-    password,
     insecure: placement.insecure,
+    passwordEnv: placement.passwordEnv,
     ...(placement.caPem === undefined ? {} : { caPem: placement.caPem }),
     ...(placement.thumbprint === undefined ? {} : { thumbprint: placement.thumbprint }),
   };
+}
+
+/** The vCenter connection of a vsphere placement, its password read from the environment now. */
+export function vsphereConnectionFor(placement: Placement, env: NodeJS.ProcessEnv = process.env): VsphereConnection | undefined {
+  const settings = vsphereSettingsFor(placement);
+  return settings === undefined ? undefined : vsphereConnectionFromEnv(settings, env);
 }

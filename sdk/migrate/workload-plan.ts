@@ -13,6 +13,7 @@ import type { Workload } from "../spec/workload.ts";
 import { openReplica, readCurrent, readTimings, replicaKey, type CurrentPlacement } from "./disk-placement.ts";
 import { describePlan, planMigration, type MigrationPlan } from "./plan.ts";
 import { formatBytes } from "../units.ts";
+import { vsphereConnectionFromEnv } from "../clouds/vsphere/disk-url.ts";
 
 export interface PlannedDisk {
   readonly disk: string;
@@ -42,8 +43,13 @@ export interface WorkloadPlanInput {
   readonly disks: ReadonlyArray<{ readonly id: string; readonly source: string; readonly sourceFormat?: string; readonly target: string }>;
   /** Boot time of the target for the downtime estimate. @default 30 s (clouds), 15 s (local) */
   readonly bootSeconds?: number;
-  /** The vCenter password, to read a disk that is on vSphere now. */
-  readonly vspherePassword?: string;
+  /**
+   * The source's graceful-stop limit (the policy's stopGraceSeconds): the stop estimate until a
+   * stop has been measured on this workload. @default 30
+   */
+  readonly stopGraceSeconds?: number;
+  /** Where the vCenter password is read from, to read a disk that is on vSphere now. @default process.env */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 function kindOf(target: string): string {
@@ -76,7 +82,8 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     const timings = readTimings(input.stateDir, input.workload.name);
     const local = input.placement.kind === "local" || input.placement.kind === "vsphere";
     const bootSeconds = input.bootSeconds ?? timings[input.placement.kind]?.bootSeconds ?? (local ? 15 : 30);
-    const stopSeconds = timings[fromKind]?.stopSeconds ?? 10;
+    // A stop waits up to the grace period before powering off hard; a measured stop beats it.
+    const stopSeconds = timings[fromKind]?.stopSeconds ?? input.stopGraceSeconds ?? 30;
     const plan = await planMigration(sources, { mode: input.mode, bootSeconds, stopSeconds });
     const toKind = input.placement.kind;
     const lines = [
@@ -93,7 +100,7 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
 
 async function openPlanSource(current: CurrentPlacement | undefined, disk: WorkloadPlanInput["disks"][number], store: FileReplicaStore, input: WorkloadPlanInput): Promise<DiskSource> {
   if (current === undefined) return openSource(disk.source, disk.sourceFormat);
-  const vsphere = current.vsphere !== undefined && input.vspherePassword !== undefined ? { ...current.vsphere, password: input.vspherePassword } : undefined;
+  const vsphere = current.vsphere === undefined ? undefined : vsphereConnectionFromEnv(current.vsphere, input.env);
   return openReplica(input.workload.name, disk.id, current.target, store, vsphere);
 }
 

@@ -2,8 +2,9 @@
 // Workload component's arguments, validated with zod like the spec itself so that a preview
 // fails with every problem and its path at once.
 //
-// Credentials are not part of a placement: AWS and Azure come from their SDKs' default chains
-// (environment, profiles, managed identity), the vCenter password is a separate secret input.
+// Credentials are not part of a placement, nor of any resource input: AWS and Azure come from
+// their SDKs' default chains (environment, profiles, managed identity), the vCenter password from
+// an environment variable (passwordEnv) that the program and the provider processes read.
 import { z } from "zod";
 import { issuesOf, workloadSchema, WorkloadValidationError, type SpecIssue, type Workload } from "./workload.ts";
 
@@ -27,6 +28,11 @@ export const vspherePlacementSchema = z
     /** The SDK endpoint, e.g. https://vcenter.example.com/sdk */
     url: z.url(),
     username: z.string().min(1),
+    /**
+     * The environment variable that holds the password, read at run time by the program and the
+     * providers (never a resource input). @default "VSPHERE_PASSWORD"
+     */
+    passwordEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name").default("VSPHERE_PASSWORD"),
     datacenter: z.string().min(1),
     datastore: z.string().min(1),
     /** Path on the datastore for this workload's files. @default the workload name */
@@ -98,6 +104,13 @@ export const migrationPolicySchema = z
     maxPasses: z.number().int().min(1).max(20).default(3),
     /** Read-back verification after each copy. */
     verify: z.enum(["full", "sampled", "none"]).default("sampled"),
+    /**
+     * Seconds a graceful stop (ACPI, guest shutdown) may take before the source is powered off
+     * hard; also the plan's stop estimate until a stop has been measured. @default 30
+     */
+    stopGraceSeconds: z.number().int().min(0).max(3600).default(30),
+    /** Readiness errors found in the guest stop `up` (block) or are only reported (warn). */
+    readiness: z.enum(["block", "warn"]).default("block"),
   })
   .strict();
 export type MigrationPolicy = z.infer<typeof migrationPolicySchema>;
@@ -125,9 +138,13 @@ export function parseWorkloadArgs(args: WorkloadArgsInput, what = "Workload"): V
   if (!placement.success) issues.push(...prefix("placement", issuesOf(placement.error)));
   const migration = migrationPolicySchema.safeParse(args.migration ?? {});
   if (!migration.success) issues.push(...prefix("migration", issuesOf(migration.error)));
-  if (spec.success) {
-    spec.data.disks.forEach((disk, index) => {
-      if (disk.source === undefined) issues.push({ code: "custom", path: `spec.disks.${index}.source`, message: "a disk to place needs a source (blank disks are not supported yet)" });
+  // Read from the raw value, so a missing source is reported beside every other issue.
+  const rawDisks = (args.spec as { disks?: unknown } | null | undefined)?.disks;
+  if (Array.isArray(rawDisks)) {
+    rawDisks.forEach((disk: unknown, index) => {
+      if (typeof disk === "object" && disk !== null && (disk as { source?: unknown }).source === undefined) {
+        issues.push({ code: "custom", path: `spec.disks.${index}.source`, message: "a disk to place needs a source (blank disks are not supported yet)" });
+      }
     });
   }
   if (issues.length > 0 || !spec.success || !placement.success || !migration.success) throw new WorkloadValidationError(what, issues);

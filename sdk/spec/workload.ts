@@ -142,21 +142,26 @@ export const workloadSchema = z
     tags: z.record(z.string().min(1).max(128), z.string().max(256)).default({}),
   })
   .strict()
+  // Cross-field checks run even when other fields failed (`when`), so one report holds every
+  // issue; they read the raw value, so each disk may still be malformed here.
   .superRefine((workload, ctx) => {
     const ids = new Map<string, number>();
     const boots = new Map<number, number>();
-    workload.disks.forEach((disk, index) => {
+    (workload.disks as unknown[]).forEach((value, index) => {
+      const disk = value as Partial<Workload["disks"][number]> | null;
+      if (typeof disk !== "object" || disk === null) return;
+      if (typeof disk.id !== "string") return;
       const first = ids.get(disk.id);
       if (first !== undefined) ctx.addIssue({ code: "custom", path: ["disks", index, "id"], message: `duplicates disks[${first}].id "${disk.id}"` });
       else ids.set(disk.id, index);
-      if (disk.bootOrder !== undefined) {
+      if (typeof disk.bootOrder === "number") {
         const other = boots.get(disk.bootOrder);
         if (other !== undefined) {
           ctx.addIssue({ code: "custom", path: ["disks", index, "bootOrder"], message: `duplicates disks[${other}].bootOrder ${disk.bootOrder}` });
         } else boots.set(disk.bootOrder, index);
       }
     });
-  });
+  }, { when: (payload) => Array.isArray((payload.value as { disks?: unknown } | undefined)?.disks) });
 
 export type Workload = z.infer<typeof workloadSchema>;
 /** What callers write: defaults may be left out. */

@@ -14,7 +14,6 @@ import { readdir, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import * as pulumi from "@pulumi/pulumi";
 import { Workload } from "../../components/workload.ts";
 import { listVms } from "../../sdk/clouds/vsphere/inventory.ts";
 import { readVmConfig } from "../../sdk/clouds/vsphere/vm.ts";
@@ -41,6 +40,8 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
   before(async () => {
     [sim, image] = await Promise.all([startVcsim(), buildBootImage({ firmware: "bios" })]);
     expected = await fileSha256(image.path);
+    // The password reaches the program and the provider processes through the environment.
+    process.env.VSPHERE_PASSWORD = sim.password;
     env = await createInlineStack("pw-workload", async () => {
       const web = new Workload("web", {
         spec: {
@@ -54,7 +55,6 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
         },
         placement,
         migration: { mode: "warm", source: "keep", verify: "full" },
-        vspherePassword: pulumi.secret(sim.password),
         stateDir,
       });
       return { machineId: web.machineId, disks: web.disks };
@@ -168,6 +168,6 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
     } finally {
       await client.logout();
     }
-    assert.deepEqual(await readdir(join(localDir, "disks")), []);
+    assert.deepEqual(await readdir(localDir), [], "no disk, no machine folder, no empty disks/ or machines/");
   });
 });

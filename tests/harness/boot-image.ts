@@ -56,7 +56,7 @@ export interface BootImage {
 
 export const DEFAULT_BOOT_MARKER = "PORTABLE-BOOT-OK";
 /** Bump when the layout or contents change, so cached images are rebuilt. */
-const BUILDER_VERSION = 1;
+const BUILDER_VERSION = 2;
 /** 2023-11-14T22:13:20Z: every timestamp inside the images. */
 const SOURCE_DATE_EPOCH = 1_700_000_000;
 export const BOOT_IMAGE_ROOT_UUID = "0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0";
@@ -77,7 +77,10 @@ const GPT_BACKUP_SECTORS = 33;
 export const CACHE_DIR = join(REPO_ROOT, ".tools", "cache");
 const IMAGE_CACHE_DIR = join(CACHE_DIR, "boot-images");
 
-/** Storage drivers copied into /lib/modules, with the dependencies modules.dep records. */
+/**
+ * Storage drivers, and virtio_net (the local target's NIC), copied into /lib/modules with the
+ * dependencies modules.dep records.
+ */
 const MODULES: Readonly<Record<string, readonly string[]>> = {
   "kernel/drivers/virtio/virtio.ko": [],
   "kernel/drivers/virtio/virtio_ring.ko": [],
@@ -91,6 +94,9 @@ const MODULES: Readonly<Record<string, readonly string[]>> = {
   ],
   "kernel/drivers/block/virtio_blk.ko": ["kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio.ko"],
   "kernel/drivers/scsi/virtio_scsi.ko": ["kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio.ko"],
+  "kernel/net/core/failover.ko": [],
+  "kernel/drivers/net/net_failover.ko": ["kernel/net/core/failover.ko"],
+  "kernel/drivers/net/virtio_net.ko": ["kernel/drivers/net/net_failover.ko", "kernel/net/core/failover.ko", "kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio.ko"],
   "kernel/drivers/nvme/host/nvme-core.ko": [],
   "kernel/drivers/nvme/host/nvme.ko": ["kernel/drivers/nvme/host/nvme-core.ko"],
   "kernel/drivers/ata/libahci.ko": [],
@@ -183,7 +189,9 @@ async function unpackKernel(deb: string): Promise<Kernel> {
   if (version === undefined) throw new Error(`boot-image: cannot read the kernel version from ${deb}`);
   const root = join(CACHE_DIR, `kernel-${version}`);
   const stamp = join(root, ".unpacked");
-  if (!existsSync(stamp)) {
+  // The stamp names the package and the modules taken from it: a new module unpacks again.
+  const stamped = `${deb}\n${Object.keys(MODULES).join("\n")}\n`;
+  if (!existsSync(stamp) || (await readFile(stamp, "utf8")) !== stamped) {
     const partial = `${root}.partial-${process.pid}`;
     await rm(partial, { recursive: true, force: true });
     await mkdir(partial, { recursive: true });
@@ -196,7 +204,7 @@ async function unpackKernel(deb: string): Promise<Kernel> {
     await tool("dpkg-deb", ["--fsys-tarfile", deb], { stdoutPath: tar });
     await tool("tar", ["-x", "-f", tar, "-C", partial, ...members]);
     await rm(tar);
-    await writeFile(join(partial, ".unpacked"), `${deb}\n`);
+    await writeFile(join(partial, ".unpacked"), stamped);
     await rm(root, { recursive: true, force: true });
     await rename(partial, root).catch(async (err: unknown) => {
       // Another test process unpacked it first: theirs is as good as ours.

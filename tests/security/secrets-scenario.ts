@@ -4,10 +4,11 @@
 // - the CLI (`portable convert … ebs://`, `azblob://`, a SAS URL, `portable replicate`,
 //   `portable vsphere ls`), successful runs and error paths (wrong password, wrong key, tampered
 //   SAS, refused requests, a missing container): stdout and stderr of each;
-// - the Pulumi engine: a stack of portable:Disk resources (vSphere with the password as a secret,
-//   EBS with the AWS keys in the engine's environment), `up`, then an `up` with a wrong password
-//   that fails: engine output (onOutput), engine events (onEvent), error messages, the exported
-//   state, and every file of the file:// backend, PULUMI_HOME and the workspace;
+// - the Pulumi engine: a stack of portable:Disk resources (vSphere with the password and EBS with
+//   the AWS keys in the engine's environment, never a resource input), `up`, then an `up` with a
+//   wrong password that fails: engine output (onOutput), engine events (onEvent) with the
+//   debug-level ones, error messages, the exported state (decrypted), and every file of the
+//   file:// backend, PULUMI_HOME and the workspace;
 // - the replica state directories (committed state, journals, current-placement records).
 // Shared by tests/security/secrets.test.ts and `npm run secrets-scan`.
 import { spawn } from "node:child_process";
@@ -15,7 +16,6 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import * as pulumi from "@pulumi/pulumi";
 import { BlobSASPermissions, generateBlobSASQueryParameters, StorageSharedKeyCredential } from "@azure/storage-blob";
 import { Disk } from "../../components/providers/disk.ts";
 import { startAzurite } from "../harness/azurite.ts";
@@ -29,8 +29,12 @@ import { buildChaosImage } from "../chaos/chaos-runner.ts";
 import { SecretScanner, secretForms, type Finding, type PlaceCounts, type Secret } from "./secret-scan.ts";
 
 const MiB = 1024 * 1024;
-/** Where secrets found in debug-level engine events are counted: an upstream Pulumi behaviour. */
-export const UPSTREAM_DEBUG_PLACE = "engine debug events (upstream)";
+/**
+ * Debug-level engine events: @pulumi/pulumi logs every RegisterResource answer there (secret
+ * outputs unwrapped), and Automation API listeners receive them. No credential is a resource
+ * input or output, so they hold none either.
+ */
+export const DEBUG_EVENTS_PLACE = "engine debug events";
 const IMAGE_BYTES = 8 * MiB;
 
 export interface CliRun {
@@ -50,12 +54,10 @@ export interface SecretsReport {
   readonly engine: {
     readonly upOk: boolean;
     readonly failedUpError: string | undefined;
-    /** The password did reach the state (as a secret): the scan of the stored state is meaningful. */
+    /** The password is nowhere in the exported (decrypted) state: not even as a secret. */
     readonly passwordInState: boolean;
-    /** Findings in debug-level engine events (see UPSTREAM_DEBUG_PLACE). */
-    readonly upstreamDebugLines: number;
-    /** Every debug event holding a secret is the runtime's RegisterResource answer log. */
-    readonly debugLeakIsRegisterResource: boolean;
+    /** Debug-level RegisterResource answers seen, so their scan means something. */
+    readonly registerResourceDebugLines: number;
   };
   readonly skippedLargeFiles: number;
   readonly seconds: number;
@@ -172,9 +174,9 @@ export async function runSecretsScenario(log: (line: string) => void = () => {})
     for (const state of [stateA, stateB, stateC]) await scanner.scanDir("replica state", state).catch(() => 0);
 
     // The Pulumi engine.
-    let password = sim.password;
     let stackDir = "";
-    const engineEnv = { AWS_ACCESS_KEY_ID: moto.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: moto.credentials.secretAccessKey };
+    let verify: "sampled" | "full" = "sampled";
+    const engineEnv = { AWS_ACCESS_KEY_ID: moto.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: moto.credentials.secretAccessKey, VSPHERE_PASSWORD: sim.password };
     const env = await createInlineStack("pw-secrets", async () => {
       const stateDir = join(stackDir, "state");
       const vsphere = new Disk("sec-vsphere", {
@@ -183,9 +185,9 @@ export async function runSecretsScenario(log: (line: string) => void = () => {})
         source: image,
         target: "vsphere://127.0.0.1/sec/disk0.vmdk?dc=DC0&ds=LocalDS_0",
         stateDir,
-        verify: "sampled",
+        verify,
+        // The provider reads the password from VSPHERE_PASSWORD in its own environment.
         vsphere: JSON.stringify({ url: sim.url, username: sim.username, caPem: sim.caPem }),
-        vspherePassword: pulumi.secret(password),
       });
       const ebs = new Disk("sec-ebs", { workload: "sec", disk: "disk1", source: image, target: ebsUrl, stateDir, verify: "sampled" });
       return { vsphere: vsphere.location, ebs: ebs.location };
@@ -200,7 +202,7 @@ export async function runSecretsScenario(log: (line: string) => void = () => {})
         engineOutput += text;
       },
       onEvent: (event: { diagnosticEvent?: { severity?: string } }) => {
-        // Debug diagnostics are kept apart: @pulumi/pulumi's runtime logs every RegisterResource
+        // Debug diagnostics are scanned too: @pulumi/pulumi's runtime logs every RegisterResource
         // answer at debug level (runtime/resource.js, "RegisterResource RPC finished"), secret
         // outputs unwrapped; the CLI shows them only with --debug, but Automation API listeners
         // receive them always.
@@ -211,7 +213,9 @@ export async function runSecretsScenario(log: (line: string) => void = () => {})
     const up = await env.stack.up(hooks);
     const upOk = up.summary.result === "succeeded";
     log(`engine up: ${up.summary.result}`);
-    password = wrongPassword;
+    // A wrong password in the engine's environment, and a change that makes the provider log in.
+    env.stack.workspace.envVars.VSPHERE_PASSWORD = wrongPassword;
+    verify = "full";
     let failedUpError: string | undefined;
     try {
       await env.stack.up(hooks);
@@ -221,23 +225,19 @@ export async function runSecretsScenario(log: (line: string) => void = () => {})
     log(`engine up with a wrong password: ${failedUpError === undefined ? "succeeded (unexpected)" : "failed"}`);
     scanner.scanText("engine output", "onOutput", engineOutput);
     scanner.scanText("engine events", "onEvent", engineEvents);
-    scanner.scanText(UPSTREAM_DEBUG_PLACE, "onEvent (severity debug)", debugEvents);
+    scanner.scanText(DEBUG_EVENTS_PLACE, "onEvent (severity debug)", debugEvents);
     scanner.scanText("error messages", "failed up", failedUpError ?? "");
     // The state as stored (the Automation API's exportStack passes --show-secrets, so its copy is
     // decrypted by design; it only proves the password reached the state at all).
     const exported = JSON.stringify(await env.stack.exportStack());
-    const passwordInState = exported.includes(JSON.stringify(JSON.stringify(sim.password)).slice(1, -1));
+    const passwordInState = exported.includes(sim.password);
     const stacks = join(env.dir, "backend", ".pulumi", "stacks");
     await scanner.scanDir("stack state", stacks);
     await scanner.scanDir("backend files", join(env.dir, "backend"), (path) => !path.startsWith(stacks));
     await scanner.scanDir("pulumi home", join(env.dir, "home"));
     await scanner.scanDir("replica state", join(env.dir, "state"));
     await scanner.scanDir("workspace", env.stack.workspace.workDir);
-    const upstreamDebugLines = scanner.findings.filter((f) => f.place === UPSTREAM_DEBUG_PLACE).length;
-    const debugLeakIsRegisterResource = debugEvents
-      .split("\n")
-      .filter((line) => secrets.some((secret) => line.includes(secret.value)))
-      .every((line) => line.includes("RegisterResource RPC finished"));
+    const registerResourceDebugLines = debugEvents.split("\n").filter((line) => line.includes("RegisterResource RPC finished")).length;
 
     return {
       secrets: secrets.length,
@@ -245,7 +245,7 @@ export async function runSecretsScenario(log: (line: string) => void = () => {})
       places: Object.fromEntries(scanner.places),
       findings: scanner.findings,
       cli,
-      engine: { upOk, failedUpError, passwordInState, upstreamDebugLines, debugLeakIsRegisterResource },
+      engine: { upOk, failedUpError, passwordInState, registerResourceDebugLines },
       skippedLargeFiles: scanner.skipped.length,
       seconds: Number(((performance.now() - started) / 1000).toFixed(1)),
     };

@@ -3,11 +3,12 @@
 // travel separately, so the name holds no secret. A datastore PUT replaces a whole file (no
 // writes at an offset), so a disk placed here is a full flat copy, not a block replica; its
 // manifest is still kept, so moving it back elsewhere is incremental there.
+import { posix } from "node:path";
 import { InvalidArgsError } from "../../errors.ts";
 import type { DiskSource } from "../../disk/types.ts";
 import { convert, type ConvertOptions } from "../../disk/convert.ts";
 import { VsphereClient } from "./client.ts";
-import { createDatastoreDiskSink, datastorePathOf, deleteDatastoreDisk, openDatastoreDisk, type DatastoreFile } from "./datastore.ts";
+import { createDatastoreDiskSink, datastorePathOf, deleteDatastoreDisk, openDatastoreDisk, removeEmptyDatastoreFolder, type DatastoreFile } from "./datastore.ts";
 
 export const VSPHERE_SCHEME = "vsphere:";
 
@@ -18,6 +19,24 @@ export interface VsphereConnection {
   readonly caPem?: string;
   readonly thumbprint?: string;
   readonly insecure?: boolean;
+  /** The environment variable the password was read from (kept so a later run reads it again). */
+  readonly passwordEnv?: string;
+}
+
+/** A connection as it may be stored or passed around: everything but the password. */
+export type VsphereSettings = Omit<VsphereConnection, "password">;
+
+/** Where the vCenter password is read from when a placement names no other variable. */
+export const DEFAULT_VSPHERE_PASSWORD_ENV = "VSPHERE_PASSWORD";
+
+/**
+ * The connection with its password read at run time from the environment (like cloud SDK
+ * credentials), so the password is never a resource input, output or log line. Undefined when
+ * the variable is unset: the operation that needs vSphere then fails with VSPHERE_CONNECTION_MISSING.
+ */
+export function vsphereConnectionFromEnv(settings: VsphereSettings, env: NodeJS.ProcessEnv = process.env): VsphereConnection | undefined {
+  const password = env[settings.passwordEnv ?? DEFAULT_VSPHERE_PASSWORD_ENV];
+  return password === undefined || password === "" ? undefined : { ...settings, password };
 }
 
 export function isVsphereDiskUrl(text: string): boolean {
@@ -63,6 +82,18 @@ export async function openVsphereDisk(client: VsphereClient, text: string): Prom
   return openDatastoreDisk(client, parseVsphereDiskUrl(text).file);
 }
 
-export async function deleteVsphereDisk(client: VsphereClient, text: string): Promise<void> {
-  await deleteDatastoreDisk(client, parseVsphereDiskUrl(text).file);
+export interface DeleteVsphereDiskOptions {
+  /**
+   * Then delete the disk's folder if nothing else is in it (the folder a workload's disks share,
+   * which the upload made). Never the datastore's root; a folder holding any file stays.
+   * @default false
+   */
+  readonly removeEmptyFolder?: boolean;
+}
+
+export async function deleteVsphereDisk(client: VsphereClient, text: string, options: DeleteVsphereDiskOptions = {}): Promise<void> {
+  const { file } = parseVsphereDiskUrl(text);
+  await deleteDatastoreDisk(client, file);
+  const folder = posix.dirname(file.path);
+  if (options.removeEmptyFolder === true && folder !== "." && folder !== "") await removeEmptyDatastoreFolder(client, { ...file, path: folder });
 }
