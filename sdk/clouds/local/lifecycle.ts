@@ -1,7 +1,8 @@
 // Start, stop and status of a local machine. QEMU runs in its own process group, outliving the
 // caller (a Pulumi provider process exits after create), and leaves a pid file and a QMP socket in
 // the machine's state folder. Stop asks the guest first (ACPI power button over QMP), then asks
-// QEMU to quit, then kills it: each step with a timeout, so stop never hangs.
+// QEMU to quit, then kills it: each step with a timeout, so stop never hangs. Remove deletes a
+// stopped machine's folder, so destroying a workload leaves no log or socket behind.
 import { spawn, type ChildProcess } from "node:child_process";
 import { copyFile, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -66,9 +67,10 @@ export type MachineStatus = { readonly state: "running"; readonly pid: number } 
 /** Children this process started: their exit is known without polling /proc. */
 const children = new Map<number, ChildProcess>();
 
+/** Where the machine's files are. Nothing is created: startMachine makes the folder. */
 export async function machineFiles(store: LocalDatastore, name: string): Promise<MachineFiles> {
   checkLocalName("machine", name);
-  const dir = await store.machineDir(name);
+  const dir = store.machinePath(name);
   const files = {
     dir,
     pidFile: join(dir, "qemu.pid"),
@@ -139,6 +141,7 @@ export async function startMachine(store: LocalDatastore, machine: LocalMachineD
   if (status.state === "running") {
     throw new InvalidArgsError("LOCAL_MACHINE_RUNNING", `local: machine "${machine.name}" already runs (pid ${status.pid})`, { context: { pid: status.pid } });
   }
+  await store.machineDir(machine.name);
   const firmware = await resolveFirmware(machine.firmware, options);
   const qemuBinary = options.qemuBinary ?? DEFAULT_QEMU_BINARY;
   const accel = await resolveAccel(options.accel ?? "auto", { qemuBinary });
@@ -237,4 +240,18 @@ export async function stopMachine(store: LocalDatastore, name: string, options: 
     qmp?.close();
     await cleanup();
   }
+}
+
+/**
+ * Deletes a stopped machine's state folder with everything QEMU and we left in it (serial,
+ * firmware and QEMU logs, the argument file, UEFI variables, overlays, a stale pid file or
+ * socket), then machines/ if no other machine is left. Refuses while the machine runs: stop it
+ * first (machine-placement.ts destroyMachine does both).
+ */
+export async function removeMachine(store: LocalDatastore, name: string): Promise<void> {
+  const status = await machineStatus(store, name);
+  if (status.state === "running") {
+    throw new InvalidArgsError("LOCAL_MACHINE_RUNNING", `local: machine "${name}" still runs (pid ${status.pid}); stop it before removing it`, { context: { pid: status.pid } });
+  }
+  await store.removeMachineDir(name);
 }

@@ -3,9 +3,9 @@
 // file reads as it was; release folds the write back into the disk and removes the overlay.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { openDatastore, type LocalDatastore } from "../../../sdk/clouds/local/datastore.ts";
 import { machineFiles, startMachine, stopMachine } from "../../../sdk/clouds/local/lifecycle.ts";
@@ -57,6 +57,8 @@ describe("local point in time: a frozen overlay under a running machine", () => 
 
   it("GIVEN a running machine WHEN its disk file is frozen by path THEN the running QEMU is found and frozen, and a file nobody runs is read directly", async () => {
     const disk = store.diskPath("byfile", "raw");
+    // A disk written by hand, not through importDisk/createDisk: disks/ exists only once one is.
+    await mkdir(dirname(disk), { recursive: true });
     await writeBlocks(disk, 32 * MiB, spread(8, 64), "byfile");
     const before = await fileSha256(disk);
     const workload = parseWorkload({ name: "byfile", memoryMiB: 128, disks: [{ id: "d0", sizeBytes: 32 * MiB, bus: "sata" }], guestOs: { family: "linux" } });
