@@ -23,9 +23,10 @@ import { SinkWriteGuard } from "../../disk/sink-guard.ts";
 import type { ByteSource, DiskSink, DiskSource, SinkResult } from "../../disk/types.ts";
 import { isTransientError, withRetry } from "../../transfer/retry.ts";
 import { drain, type VsphereClient } from "./client.ts";
-import { findDatacenter } from "./inventory.ts";
-import { runTask } from "./property-collector.ts";
+import { findDatacenter, findDatastore } from "./inventory.ts";
+import { getProperties, runTask } from "./property-collector.ts";
 import { startUpload, type UploadTarget } from "./upload.ts";
+import { expect, xs } from "./xml.ts";
 
 /** A file on a datastore: `[datastore] folder/file.vmdk` inside a datacenter. */
 export interface DatastoreFile {
@@ -206,6 +207,45 @@ async function deleteDatastoreFile(client: VsphereClient, file: DatastoreFile): 
 export async function deleteDatastoreDisk(client: VsphereClient, file: DatastoreFile): Promise<void> {
   await deleteDatastoreFile(client, { ...file, path: flatNameFor(file.path) });
   await deleteDatastoreFile(client, file);
+}
+
+/** A datastore search answers within seconds; a minute allows a busy vCenter. */
+const FOLDER_SEARCH_TIMEOUT_MS = 60_000;
+
+const searchResultsSchema = xs.object({ file: xs.many(xs.object({ path: xs.string() })) });
+
+/**
+ * The names in a datastore folder, files and subfolders alike, or undefined when the folder does
+ * not exist (HostDatastoreBrowser.SearchDatastore_Task, not recursive). `matchPattern` "*" is
+ * given because vcsim matches nothing without one; vSphere matches everything either way.
+ */
+export async function listDatastoreFolder(client: VsphereClient, folder: DatastoreFile): Promise<string[] | undefined> {
+  const dc = await findDatacenter(client, folder.datacenter);
+  const datastore = await findDatastore(client, dc, folder.datastore);
+  const browser = expect(xs.ref(), (await getProperties(client, datastore, ["browser"])).get("browser"), `browser of datastore ${folder.datastore}`);
+  const folderPath = folder.path === "" ? `[${folder.datastore}]` : datastorePathOf({ ...folder, path: checkedPath(folder.path) });
+  let result: unknown;
+  try {
+    result = await runTask(client, "SearchDatastore_Task", browser, { datastorePath: folderPath, searchSpec: { matchPattern: ["*"] } }, { timeoutMs: FOLDER_SEARCH_TIMEOUT_MS });
+  } catch (err) {
+    if (isPortableError(err) && err.code === "VSPHERE_FILE_NOT_FOUND") return undefined;
+    throw err;
+  }
+  return expect(searchResultsSchema, result, `SearchDatastore_Task result for ${folderPath}`).file.map((f) => f.path);
+}
+
+/**
+ * Deletes a datastore folder if it holds nothing, and says whether it did; a folder that is
+ * absent or holds anything stays as it is. DeleteDatastoreFile_Task on a folder deletes it with
+ * its contents (vcsim: os.RemoveAll), so the listing comes first; a file written into the folder
+ * between the two would go with it, which is why only a folder a workload owns is passed here.
+ */
+export async function removeEmptyDatastoreFolder(client: VsphereClient, folder: DatastoreFile): Promise<boolean> {
+  const path = checkedPath(folder.path);
+  const names = await listDatastoreFolder(client, { ...folder, path });
+  if (names === undefined || names.length > 0) return false;
+  await deleteDatastoreFile(client, { ...folder, path });
+  return true;
 }
 
 function flatNameFor(path: string): string {

@@ -11,8 +11,8 @@ export {
   type Datacenter, type VmSummary,
 } from "./inventory.ts";
 export {
-  createDatastoreDiskSink, datastorePathOf, datastoreUrl, deleteDatastoreDisk, flatDescriptor, openDatastoreDisk, openDatastoreFile, parseDatastorePath,
-  statDatastoreFile, type DatastoreDiskFormat, type DatastoreFile, type DatastoreSinkOptions,
+  createDatastoreDiskSink, datastorePathOf, datastoreUrl, deleteDatastoreDisk, flatDescriptor, listDatastoreFolder, openDatastoreDisk, openDatastoreFile,
+  parseDatastorePath, removeEmptyDatastoreFolder, statDatastoreFile, type DatastoreDiskFormat, type DatastoreFile, type DatastoreSinkOptions,
 } from "./datastore.ts";
 export { importWorkload, NFC_LEASE_READY_TIMEOUT_MS, NFC_PROGRESS_INTERVAL_MS, type ImportDisk, type NfcImportOptions, type NfcImportResult, type NfcProgress, type NfcUpload } from "./nfc-import.ts";
 export {
