@@ -14,7 +14,7 @@
 // Committing writes the new state atomically (temp file + rename) and only then drops the
 // journal, so a crash in between leaves a journal whose base no longer matches: it is ignored.
 import { closeSync, openSync, writeSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { InvalidArgsError } from "../errors.ts";
@@ -204,6 +204,10 @@ export class FileReplicaStore implements ReplicaStore {
     const paths = this.#paths(key);
     await rm(paths.state, { force: true });
     await rm(paths.journal, { force: true });
+    // A commit killed between its write and its rename leaves `<state>.<pid>.tmp`.
+    const prefix = `${key}.replica.json.`;
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.startsWith(prefix) && /^\d+\.tmp$/.test(n.slice(prefix.length)))) await rm(join(this.dir, name), { force: true });
   }
 }
 
