@@ -72,8 +72,11 @@ pulumi_cli() {
     mv "$PULUMI_BIN/pulumi.tmp" "$PULUMI_BIN/pulumi"
     echo "    built $("$PULUMI_BIN/pulumi" version) into $PULUMI_BIN"
   fi
-  # The dynamic-provider plugin ships in @pulumi/pulumi; the engine finds it next to the CLI.
-  install -m 0755 node_modules/@pulumi/pulumi/pulumi-resource-pulumi-nodejs "$PULUMI_BIN/"
+  # The dynamic-provider plugin: the engine finds it next to the CLI. Ours (not the one
+  # @pulumi/pulumi ships) picks Node 24 and finds @pulumi/pulumi in this checkout by itself.
+  sed "s|@REPO@|$ROOT|" tools/pulumi/pulumi-resource-pulumi-nodejs >"$PULUMI_BIN/pulumi-resource-pulumi-nodejs.tmp"
+  chmod 0755 "$PULUMI_BIN/pulumi-resource-pulumi-nodejs.tmp"
+  mv "$PULUMI_BIN/pulumi-resource-pulumi-nodejs.tmp" "$PULUMI_BIN/pulumi-resource-pulumi-nodejs"
   echo "    pulumi-language-nodejs: not served by the Go module proxy; inline programs only (see README)"
 }
 

@@ -20,6 +20,11 @@ export interface InlineStackOptions {
   /** Share a file:// backend (and passphrase) with another stack, e.g. for a StackReference. */
   readonly backendDir?: string;
   readonly passphrase?: string;
+  /**
+   * Run the engine as a host program that set nothing up would: the system's PATH (Node 20 first)
+   * and no NODE_PATH. Our dynamic-provider plugin must then find Node 24 and @pulumi/pulumi itself.
+   */
+  readonly bareEnvironment?: boolean;
 }
 
 /** `env` reaches the engine and the provider processes (e.g. emulator credentials). */
@@ -45,10 +50,12 @@ export async function createInlineStack(projectName: string, program: PulumiFn, 
           PULUMI_CONFIG_PASSPHRASE: options.passphrase ?? randomBytes(16).toString("hex"),
           PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
           PULUMI_SKIP_UPDATE_CHECK: "true",
-          // The dynamic-provider plugin is a shell script that runs `node` and resolves
-          // @pulumi/pulumi from its working directory, a temp dir here. Point both at ours.
-          PATH: [dirname(process.execPath), process.env.PATH ?? ""].join(delimiter),
-          NODE_PATH: join(REPO_ROOT, "node_modules"),
+          // The dynamic-provider plugin (tools/pulumi/pulumi-resource-pulumi-nodejs) finds Node 24
+          // and @pulumi/pulumi by itself; the other tests still point both at ours, as the README's
+          // "Use from the Automation API" suggests, and the bare one proves the plugin alone suffices.
+          ...(options.bareEnvironment === true
+            ? { PATH: ["/usr/local/bin", "/usr/bin", "/bin"].join(delimiter), NODE_PATH: "" }
+            : { PATH: [dirname(process.execPath), process.env.PATH ?? ""].join(delimiter), NODE_PATH: join(REPO_ROOT, "node_modules") }),
           ...env,
         },
       },
