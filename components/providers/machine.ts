@@ -6,6 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type * as Machines from "../../sdk/migrate/machine-placement.ts";
 import type * as Specs from "../../sdk/spec/placement.ts";
+import type * as Placement from "../../sdk/migrate/disk-placement.ts";
 import { sdkModule } from "../runtime.ts";
 
 export interface MachineInputs {
@@ -37,6 +38,7 @@ export interface MachineOutputs extends MachineInputs {
 
 const MACHINES = sdkModule("migrate/machine-placement");
 const SPECS = sdkModule("spec/placement");
+const PLACEMENT = sdkModule("migrate/disk-placement");
 
 const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOutputs> = {
   async check(_olds, news) {
@@ -74,7 +76,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     }
     if (olds.spec !== news.spec || olds.disks !== news.disks) {
       // Same placement, new shape: recreate the machine on the same disks.
-      await machines.destroyMachine(from, olds.machineId);
+      await machines.destroyMachine(from, olds.machineId, { keepLocalState: true });
       const state = await machines.createMachine(to);
       return { outs: outputsOf(news, state, olds.lastMove, JSON.stringify(retained)) };
     }
@@ -87,6 +89,9 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     for (const kept of JSON.parse(olds.retained || "[]") as Array<{ placement: string; disks: string; machineId: string }>) {
       await machines.destroyMachine(requestOf({ ...olds, placement: kept.placement, disks: kept.disks }, machines), kept.machineId);
     }
+    // The measured timings of this workload's machines: the last thing of it in the state folder.
+    const { forgetWorkload } = require(PLACEMENT) as typeof Placement;
+    await forgetWorkload(olds.stateDir, (JSON.parse(olds.spec) as { name: string }).name);
   },
 };
 

@@ -17,6 +17,7 @@ import { after, before, describe, it } from "node:test";
 import { Workload } from "../../components/workload.ts";
 import { listVms } from "../../sdk/clouds/vsphere/inventory.ts";
 import { readVmConfig } from "../../sdk/clouds/vsphere/vm.ts";
+import { listDatastoreFolder } from "../../sdk/clouds/vsphere/datastore.ts";
 import { openVsphereDisk } from "../../sdk/clouds/vsphere/disk-url.ts";
 import type { PlacementInput } from "../../sdk/spec/placement.ts";
 import { buildBootImage, type BootImage } from "../harness/boot-image.ts";
@@ -98,7 +99,7 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
         if (diag) diagnostics.push({ ...(diag.urn ? { urn: diag.urn } : {}), message: diag.message, severity: diag.severity });
       },
     });
-    assert.equal(preview.changeSummary.update, 2, "the disk and the machine update in place; nothing is replaced");
+    assert.equal(preview.changeSummary.update, 3, "the readiness gate, the disk and the machine update in place; nothing is replaced");
     const summary = /web: local → vsphere \(warm\), 1 disk\(s\), ([\d.]+) MiB to move/.exec(output);
     assert.ok(summary, `the plan summary is in the preview output:\n${output}`);
     assert.ok(Number(summary[1]) > 1, "the allocated data of the boot image");
@@ -157,7 +158,7 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
     assert.equal(machine.outputs.running, true, "the local machine booted again");
   });
 
-  it("WHEN destroyed THEN nothing is left in vcsim or in the local datastore", async () => {
+  it("WHEN destroyed THEN nothing is left in vcsim, on its datastore, in the local datastore or in the state folder", async () => {
     const result = await env.stack.destroy();
     assert.equal(result.summary.result, "succeeded");
     const client = await connect(sim);
@@ -165,9 +166,11 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
       assert.deepEqual((await listVms(client)).filter((vm) => vm.name === "web"), []);
       const stale = await openVsphereDisk(client, `vsphere://x/web/web-disk0.vmdk?dc=DC0&ds=LocalDS_0`).then(() => true, () => false);
       assert.equal(stale, false, "the datastore disk is gone");
+      assert.equal(await listDatastoreFolder(client, { datacenter: "DC0", datastore: "LocalDS_0", path: "web" }), undefined, "the workload's folder on the datastore is gone");
     } finally {
       await client.logout();
     }
     assert.deepEqual(await readdir(localDir), [], "no disk, no machine folder, no empty disks/ or machines/");
+    assert.deepEqual(await readdir(stateDir), [], "no manifest, journal, placement record or timings");
   });
 });

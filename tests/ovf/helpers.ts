@@ -3,7 +3,7 @@
 // OVA built the way appliances ship (descriptor, streamOptimized VMDK from qemu-img, manifest).
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { qemuImg, qemuIo } from "../harness/disk.ts";
@@ -119,13 +119,20 @@ export interface BuiltOva {
 /**
  * `appliance.ova` in `dir`: appliance.ovf, disk1.vmdk (qemu-img's streamOptimized VMDK of a
  * raw image with data at the start, the middle and the last sector) and appliance.mf (SHA-256),
- * in that order, as DSP0243 §5.3 wants. `extra` entries go after the manifest.
+ * in that order, as DSP0243 §5.3 wants. `extra` entries go after the manifest; `raw` replaces
+ * the made-up image with a given one.
  */
-export async function buildOva(dir: string, options: { readonly sizeBytes?: number; readonly extra?: readonly RawEntry[] } = {}): Promise<BuiltOva> {
-  const sizeBytes = options.sizeBytes ?? 8 * 2 ** 20;
-  const raw = join(dir, "appliance-disk.raw");
-  await qemuImg("create", "-q", "-f", "raw", raw, String(sizeBytes));
-  await qemuIo("raw", raw, ["write -P 0x5a 0 64k", `write -P 0x33 ${sizeBytes / 2} 1M`, `write -P 0x7e ${sizeBytes - 512} 512`]);
+export async function buildOva(dir: string, options: { readonly sizeBytes?: number; readonly extra?: readonly RawEntry[]; readonly raw?: string } = {}): Promise<BuiltOva> {
+  let sizeBytes = options.sizeBytes ?? 8 * 2 ** 20;
+  let raw = join(dir, "appliance-disk.raw");
+  if (options.raw === undefined) {
+    await qemuImg("create", "-q", "-f", "raw", raw, String(sizeBytes));
+    await qemuIo("raw", raw, ["write -P 0x5a 0 64k", `write -P 0x33 ${sizeBytes / 2} 1M`, `write -P 0x7e ${sizeBytes - 512} 512`]);
+  } else {
+    // A given raw image (a bootable guest, say) becomes the appliance's disk as it is.
+    raw = options.raw;
+    sizeBytes = (await stat(raw)).size;
+  }
   const vmdkPath = join(dir, "appliance-disk.vmdk");
   await qemuImg("convert", "-q", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, vmdkPath);
   const vmdk = await readFile(vmdkPath);
