@@ -1,22 +1,7 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { join } from "node:path";
 import { describe, it } from "node:test";
-import { promisify } from "node:util";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { portable } from "../harness/cli.ts";
 
-const exec = promisify(execFile);
-const CLI = join(REPO_ROOT, "sdk", "cli", "portable.ts");
-
-async function portable(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 describe("portable <command> --help", () => {
   const commands: readonly [string[], RegExp][] = [

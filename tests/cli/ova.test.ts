@@ -1,25 +1,11 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { access } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { promisify } from "node:util";
 import { qemuImg, withTempDir } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { portable } from "../harness/cli.ts";
 import { buildOva } from "../ovf/helpers.ts";
 
-const exec = promisify(execFile);
-const CLI = join(REPO_ROOT, "sdk", "cli", "portable.ts");
-
-async function portable(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { maxBuffer: 16 * 1024 * 1024 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 describe("portable with disks inside an OVA", () => {
   it("GIVEN an OVA with a streamOptimized VMDK WHEN `file.ova!disk1.vmdk` is converted to raw THEN qemu-img finds it identical to the original", async () => {

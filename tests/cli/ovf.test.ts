@@ -1,26 +1,13 @@
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createReadStream } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { promisify } from "node:util";
 import { qemuImg, withTempDir } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { CLI, portable } from "../harness/cli.ts";
 import { ttylinuxOva } from "../ovf/helpers.ts";
 
-const exec = promisify(execFile);
-const CLI = join(REPO_ROOT, "sdk", "cli", "portable.ts");
-
-async function portable(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { maxBuffer: 16 * 1024 * 1024 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 interface Report {
   kind: string;

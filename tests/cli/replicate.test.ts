@@ -1,25 +1,11 @@
 // `portable replicate` and `portable plan` as a user runs them: a qcow2 replicated into a raw
 // file, changed with qemu-io, planned (the plan names the exact delta) and replicated again.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { promisify } from "node:util";
 import { qemuImg, qemuIo, qemuRawSha256, fileSha256, withTempDir } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { portable } from "../harness/cli.ts";
 
-const exec = promisify(execFile);
-const CLI = join(REPO_ROOT, "sdk", "cli", "portable.ts");
-
-async function portable(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 describe("portable replicate / plan", () => {
   it("GIVEN a qcow2 replicated once WHEN 3 blocks change THEN plan shows 1.5 MiB to move and the second pass sends exactly 3 blocks", async () => {
