@@ -25,7 +25,9 @@ describe("cross-stack: a Workload's disk source from another stack's output", ()
     const shared = { backendDir: join(root, "backend"), passphrase: randomBytes(16).toString("hex") };
     const spec = (name: string) => ({ name, memoryMiB: 128, disks: [{ id: "disk0", sizeBytes: 16 * MiB, source: { kind: "file" as const, path: image, format: "raw" } }], guestOs: { family: "linux" as const } });
     a = await createInlineStack("pw-a", async () => {
-      const w = new Workload("app", { spec: spec("app"), placement: { kind: "local", dir: join(root, "a"), start: false }, stateDir: join(root, "state-a") });
+      // The disk holds made-up blocks, no guest: readiness cannot be judged (INSPECT_OS_UNKNOWN,
+      // an error that would block), and this test is about the disk's path, so it only warns.
+      const w = new Workload("app", { spec: spec("app"), placement: { kind: "local", dir: join(root, "a"), start: false }, migration: { readiness: "warn" }, stateDir: join(root, "state-a") });
       return { disks: w.disks };
     }, {}, shared);
     b = await createInlineStack("pw-b", async () => {
@@ -34,6 +36,7 @@ describe("cross-stack: a Workload's disk source from another stack's output", ()
       const w = new Workload("copy", {
         spec: spec("copy"),
         placement: { kind: "local", dir: join(root, "b"), start: false },
+        migration: { readiness: "warn" },
         stateDir: join(root, "state-b"),
         diskSources: { disk0: disks.apply((d) => d.disk0!) },
       });

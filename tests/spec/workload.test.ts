@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { InvalidArgsError } from "../../sdk/errors.ts";
+import { parseWorkloadArgs } from "../../sdk/spec/placement.ts";
 import { parseWorkload, safeParseWorkload, vcpuCount, WorkloadValidationError, type WorkloadInput } from "../../sdk/spec/workload.ts";
 
 const MINIMAL: WorkloadInput = { name: "web-1", memoryMiB: 2048, guestOs: { family: "linux" } };
@@ -105,5 +106,28 @@ describe("Workload schema", () => {
   it("GIVEN a disk source of an unknown kind WHEN validated THEN the source path is reported", () => {
     const issues = issuesOf({ ...MINIMAL, disks: [{ id: "d", sizeBytes: 512, source: { kind: "ftp", path: "x" } }] });
     assert.ok(issues.some((i) => i.path.startsWith("disks.0.source")), JSON.stringify(issues));
+  });
+});
+
+describe("Workload args: every issue at once", () => {
+  it("GIVEN a bad memory size, a disk without a source and a duplicate disk id WHEN parsed THEN all three are reported together", () => {
+    const args = {
+      spec: { name: "w", memoryMiB: -1, disks: [{ id: "a", sizeBytes: 512 }, { id: "a", sizeBytes: 512, source: { kind: "file", path: "x.raw" } }], guestOs: { family: "linux" } },
+      placement: { kind: "local", dir: "/tmp/ds" },
+    };
+    assert.throws(() => parseWorkloadArgs(args), (error: unknown) => {
+      assert.ok(error instanceof WorkloadValidationError);
+      assert.deepEqual(error.issues.map((i) => i.path).sort(), ["spec.disks.0.source", "spec.disks.1.id", "spec.memoryMiB"]);
+      return true;
+    });
+  });
+
+  it("GIVEN disks that are not objects WHEN parsed THEN they are reported and the cross-field checks do not throw", () => {
+    const result = safeParseWorkload({ name: "w", memoryMiB: 1, disks: [null, 7, { id: "a", sizeBytes: 512, bootOrder: 0 }, { id: "b", sizeBytes: 512, bootOrder: 0 }], guestOs: { family: "linux" } });
+    assert.equal(result.success, false);
+    if (result.success) return;
+    const paths = result.issues.map((i) => i.path);
+    assert.ok(paths.includes("disks.0") && paths.includes("disks.1"), paths.join(", "));
+    assert.ok(paths.includes("disks.3.bootOrder"), `the duplicate boot order is still found: ${paths.join(", ")}`);
   });
 });
