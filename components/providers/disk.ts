@@ -6,7 +6,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import type * as Placement from "../../sdk/migrate/disk-placement.ts";
 import type * as VsphereUrls from "../../sdk/clouds/vsphere/disk-url.ts";
-import { sdkModule } from "../runtime.ts";
+import type * as EngineLog from "./engine-log.ts";
+import { providerModule, sdkModule, urnFor } from "../runtime.ts";
 
 export interface DiskInputs {
   readonly workload: string;
@@ -29,6 +30,11 @@ export interface DiskInputs {
    * environment variable passwordEnv at run time, so no credential is an input or output here.
    */
   readonly vsphere?: string;
+  /**
+   * This resource's URN, so the provider can report progress on it (not part of the diff; `urn`
+   * itself is a name every resource reserves).
+   */
+  readonly progressUrn?: string;
 }
 
 export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key" | "resumed" | "verifiedBlocks"> {
@@ -38,6 +44,13 @@ export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key
 
 const PLACEMENT = sdkModule("migrate/disk-placement");
 const VSPHERE = sdkModule("clouds/vsphere/disk-url");
+const ENGINE_LOG = providerModule("engine-log");
+
+/** Progress of a long copy, every few seconds, on the resource in `pulumi up` and engine events. */
+function progressOf(inputs: DiskInputs, verb: string): Placement.PlaceDiskArgs["onProgress"] {
+  const { progressOnResource } = require(ENGINE_LOG) as typeof EngineLog;
+  return progressOnResource(inputs.progressUrn, `${verb} disk ${inputs.disk}`);
+}
 
 function connectionOf(inputs: DiskInputs): Placement.PlaceDiskArgs["vsphere"] {
   if (inputs.vsphere === undefined || inputs.vsphere === "") return undefined;
@@ -64,6 +77,7 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
 
   async create(inputs) {
     const { placeDisk } = require(PLACEMENT) as typeof Placement;
+    const onProgress = progressOf(inputs, "copy");
     const placed = await placeDisk({
       workload: inputs.workload,
       disk: inputs.disk,
@@ -73,6 +87,7 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
       stateDir: inputs.stateDir,
       verify: inputs.verify === "full" ? { mode: "full" } : inputs.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
       ...(connectionOf(inputs) ? { vsphere: connectionOf(inputs)! } : {}),
+      ...(onProgress ? { onProgress } : {}),
     });
     return {
       id: `${inputs.workload}/${inputs.disk}`,
@@ -86,6 +101,7 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
     const vsphere = connectionOf(news) ?? connectionOf(olds);
     // A move copies the disk from where it is now; otherwise from the (possibly new) source.
     const from = moved ? { replicaOf: olds.target } : news.source;
+    const onProgress = progressOf(news, moved ? "move" : "copy");
     const placed = await placeDisk({
       workload: news.workload,
       disk: news.disk,
@@ -95,6 +111,7 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
       stateDir: news.stateDir,
       verify: news.verify === "full" ? { mode: "full" } : news.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
       ...(vsphere ? { vsphere } : {}),
+      ...(onProgress ? { onProgress } : {}),
     });
     const retained = [...(olds.retained ?? []).filter((t) => t !== news.target), ...(moved ? [olds.target] : [])];
     // A vCenter connection outlives the move away from vSphere: the kept disk there is still
@@ -145,6 +162,7 @@ export class Disk extends pulumi.dynamic.Resource {
         verify: "sampled",
         keepPrevious: true,
         ...args,
+        progressUrn: urnFor(name, "pulumi-nodejs:dynamic/portable:Disk", opts?.parent),
         location: undefined,
         virtualSizeBytes: undefined,
         digest: undefined,

@@ -7,7 +7,8 @@ import * as pulumi from "@pulumi/pulumi";
 import type * as Machines from "../../sdk/migrate/machine-placement.ts";
 import type * as Specs from "../../sdk/spec/placement.ts";
 import type * as Placement from "../../sdk/migrate/disk-placement.ts";
-import { sdkModule } from "../runtime.ts";
+import type * as EngineLog from "./engine-log.ts";
+import { providerModule, sdkModule, urnFor } from "../runtime.ts";
 
 export interface MachineInputs {
   readonly workload: string;
@@ -22,6 +23,8 @@ export interface MachineInputs {
   readonly verify: "full" | "sampled" | "none";
   /** Seconds a graceful stop of the source may take before a hard power-off. @default 30 */
   readonly stopGraceSeconds?: number;
+  /** This resource's URN, for progress of the cutover's final passes (not part of the diff). */
+  readonly progressUrn?: string;
 }
 
 export interface MachineOutputs extends MachineInputs {
@@ -39,6 +42,7 @@ export interface MachineOutputs extends MachineInputs {
 const MACHINES = sdkModule("migrate/machine-placement");
 const SPECS = sdkModule("spec/placement");
 const PLACEMENT = sdkModule("migrate/disk-placement");
+const ENGINE_LOG = providerModule("engine-log");
 
 const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOutputs> = {
   async check(_olds, news) {
@@ -70,7 +74,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     const retained = (JSON.parse(olds.retained || "[]") as Array<{ placement: string; disks: string; machineId: string }>)
       .filter((r) => !(r.placement === news.placement));
     if (olds.placement !== news.placement) {
-      const moved = await machines.moveMachine({ from, to, stateDir: news.stateDir, verify: news.verify, deleteSource: !news.keepPrevious, gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000 });
+      const moved = await machines.moveMachine({ from, to, stateDir: news.stateDir, verify: news.verify, deleteSource: !news.keepPrevious, gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000, onDiskProgress: (disk) => finalPassProgress(news, disk) });
       if (news.keepPrevious) retained.push({ placement: olds.placement, disks: olds.disks, machineId: olds.machineId });
       return { outs: outputsOf({ ...news, disks: JSON.stringify(moved.disks) }, moved.state, JSON.stringify(moved.record), JSON.stringify(retained)) };
     }
@@ -94,6 +98,12 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     await forgetWorkload(olds.stateDir, (JSON.parse(olds.spec) as { name: string }).name);
   },
 };
+
+/** The final pass of each disk, reported on the machine while the source is down. */
+function finalPassProgress(inputs: MachineInputs, disk: string): ReturnType<typeof EngineLog.progressOnResource> {
+  const { progressOnResource } = require(ENGINE_LOG) as typeof EngineLog;
+  return progressOnResource(inputs.progressUrn, `final pass, disk ${disk}`);
+}
 
 function requestOf(inputs: MachineInputs, machines: typeof Machines): Machines.MachineRequest {
   const placement = JSON.parse(inputs.placement) as Specs.Placement;
@@ -139,7 +149,7 @@ export class Machine extends pulumi.dynamic.Resource {
     super(
       machineProvider,
       name,
-      { verify: "sampled", ...args, kind: undefined, machineId: undefined, running: undefined, addresses: undefined, bootSeconds: undefined, lastMove: undefined, retained: undefined },
+      { verify: "sampled", ...args, progressUrn: urnFor(name, "pulumi-nodejs:dynamic/portable:Machine", opts?.parent), kind: undefined, machineId: undefined, running: undefined, addresses: undefined, bootSeconds: undefined, lastMove: undefined, retained: undefined },
       opts,
       "portable",
       "Machine",

@@ -13,6 +13,7 @@ import { placeDisk, recordTimings, removeDisk } from "./disk-placement.ts";
 import { cutover, type CutoverRecord } from "./migrate.ts";
 import { plainName } from "./targets.ts";
 import type { DiskReplication, HealthResult, Machine } from "./types.ts";
+import type { ReplicateProgress } from "../transfer/replicate.ts";
 
 export interface PlacedDiskRef {
   readonly id: string;
@@ -209,6 +210,8 @@ export interface MoveRequest {
   /** Delete the old machine and its disks after a successful move (else they stay, stopped). */
   readonly deleteSource: boolean;
   readonly gracefulTimeoutMs?: number;
+  /** A progress callback for each disk's final pass (it runs while the source is down). */
+  readonly onDiskProgress?: (diskId: string) => ((progress: ReplicateProgress) => void) | undefined;
 }
 
 export interface MoveResult {
@@ -235,9 +238,11 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     return {
       key: disk.id,
       async pass() {
+        const onProgress = request.onDiskProgress?.(disk.id);
         const result = await placeDisk({
           workload: to.workload.name,
           disk: disk.id,
+          ...(onProgress === undefined ? {} : { onProgress }),
           source: { replicaOf: old.target },
           target: disk.target,
           stateDir: request.stateDir,

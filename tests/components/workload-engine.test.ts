@@ -118,8 +118,17 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
   });
 
   it("WHEN up THEN the VM exists in vcsim with the spec's CPUs, memory and firmware, and its disk hashes equal to the source", async () => {
-    const result = await env.stack.up();
+    const progress: Array<{ urn: string; message: string }> = [];
+    const result = await env.stack.up({
+      onEvent: (event) => {
+        const diag = event.diagnosticEvent;
+        if (diag?.urn !== undefined && / disk disk0: \d+% /.test(diag.message)) progress.push({ urn: diag.urn, message: diag.message });
+      },
+    });
     assert.equal(result.summary.result, "succeeded");
+    // Each long copy reports on its resource: the warm pass on the Disk, the final pass on the Machine.
+    assert.ok(progress.some((p) => p.urn.endsWith("::web-disk0") && /^move disk disk0: 100% .*done\s*$/.test(p.message)), JSON.stringify(progress));
+    assert.ok(progress.some((p) => p.urn.endsWith("::web-machine") && /^final pass, disk disk0: 100% .*done\s*$/.test(p.message)), JSON.stringify(progress));
     const client = await connect(sim);
     try {
       const vms = (await listVms(client)).filter((vm) => vm.name === "web");
