@@ -72,7 +72,11 @@ export const diskSourceSchema = z.discriminatedUnion("kind", [
     .object({
       kind: z.literal("cloud"),
       provider: z.enum(["aws", "azure", "vsphere"]),
-      /** An EBS snapshot id, an Azure blob URL or managed disk id, a datastore path. */
+      /**
+       * An EBS snapshot id, an Azure blob URL or managed disk id; for vSphere a VM's disk
+       * (vsphere://host/vm/<name>?dc=<dc>&disk=<index>) or a datastore disk
+       * (vsphere://host/<folder>/<disk>.vmdk?dc=<dc>&ds=<ds>), sdk/clouds/vsphere/source-url.ts.
+       */
       reference: z.string().min(1),
     })
     .strict(),
