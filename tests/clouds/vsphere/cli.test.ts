@@ -12,7 +12,10 @@ import { createDatastoreDiskSink, parseDatastorePath } from "../../../sdk/clouds
 import { createVm, powerOnVm } from "../../../sdk/clouds/vsphere/vm.ts";
 import { convert } from "../../../sdk/disk/convert.ts";
 import { openDisk } from "../../../sdk/disk/open.ts";
-import { qemuImg } from "../../harness/disk.ts";
+import { openVsphereSource } from "../../../sdk/clouds/vsphere/source-url.ts";
+import { findVm } from "../../../sdk/clouds/vsphere/inventory.ts";
+import { getProperties } from "../../../sdk/clouds/vsphere/property-collector.ts";
+import { qemuImg, sourceSha256 } from "../../harness/disk.ts";
 import { startVcsim, type Vcsim } from "../../harness/vcsim.ts";
 import { buildSparseRaw, connect, MiB } from "./helpers.ts";
 
@@ -104,5 +107,24 @@ describe("portable vsphere (vcsim)", () => {
     const noUrl = await portable(["ls", "--insecure"], { VSPHERE_URL: undefined });
     assert.equal(noUrl.code, 2);
     assert.match(noUrl.stderr, /USAGE: give --url/);
+  });
+
+  it("GIVEN vsphere:// source URLs WHEN opened as sources THEN a running VM's disk and the datastore disk read as the image, and the snapshot is gone after", async () => {
+    const env = { VSPHERE_USERNAME: sim.username, VSPHERE_PASSWORD: sim.password, VSPHERE_CA_FILE: caFile };
+    const host = new URL(sim.url).host;
+    const raw = await openDisk(join(dir, "disk.raw"), { format: "raw" });
+    const expected = await sourceSha256(raw).finally(() => raw.close());
+    for (const text of [`vsphere://${host}/vm/cli-vm?dc=DC0&disk=0`, `vsphere://${host}/cli-disks/boot.vmdk?dc=DC0&ds=LocalDS_0`]) {
+      const source = await openVsphereSource(text, env);
+      try {
+        assert.equal(await sourceSha256(source), expected, text);
+      } finally {
+        await source.close();
+      }
+    }
+    const vm = await findVm(client, "cli-vm");
+    assert.equal((await getProperties(client, vm, ["snapshot"])).get("snapshot"), undefined);
+    await assert.rejects(openVsphereSource(`vsphere://${host}/vm/cli-vm?dc=DC0`, env), { code: "VSPHERE_SOURCE_URL" });
+    await assert.rejects(openVsphereSource(`vsphere://${host}/vm/cli-vm?dc=DC0&disk=0`, { VSPHERE_USERNAME: sim.username }), { code: "VSPHERE_CONNECTION_MISSING" });
   });
 });
