@@ -8,14 +8,13 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Workload } from "../../components/workload.ts";
-import { openVsphereDisk } from "../../sdk/clouds/vsphere/disk-url.ts";
 import { listDatastoreFolder } from "../../sdk/clouds/vsphere/datastore.ts";
 import type { WorkloadInput } from "../../sdk/spec/workload.ts";
 import { buildBootImage } from "../harness/boot-image.ts";
-import { fileSha256, sourceSha256 } from "../harness/disk.ts";
+import { fileSha256 } from "../harness/disk.ts";
 import { createInlineStack, type InlineStack } from "../harness/pulumi.ts";
 import { startVcsim, type Vcsim } from "../harness/vcsim.ts";
-import { connect } from "../clouds/vsphere/helpers.ts";
+import { connect, vsphereDiskSha256 } from "../clouds/vsphere/helpers.ts";
 import { buildOva, type BuiltOva } from "../ovf/helpers.ts";
 
 describe("Workload: an OVA disk source through the Pulumi engine", { timeout: 900_000 }, () => {
@@ -66,12 +65,7 @@ describe("Workload: an OVA disk source through the Pulumi engine", { timeout: 90
     assert.equal(machine.outputs.running, true, "the guest printed its marker on the serial console");
     const client = await connect(sim);
     try {
-      const disk = await openVsphereDisk(client, "vsphere://x/ova-vs/ova-vs-disk0.vmdk?dc=DC0&ds=LocalDS_0");
-      try {
-        assert.equal(await sourceSha256(disk), expected);
-      } finally {
-        await disk.close();
-      }
+      assert.equal(await vsphereDiskSha256(client, "vsphere://x/ova-vs/ova-vs-disk0.vmdk?dc=DC0&ds=LocalDS_0"), expected);
     } finally {
       await client.logout();
     }

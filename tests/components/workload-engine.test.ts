@@ -21,10 +21,10 @@ import { listDatastoreFolder } from "../../sdk/clouds/vsphere/datastore.ts";
 import { openVsphereDisk } from "../../sdk/clouds/vsphere/disk-url.ts";
 import type { PlacementInput } from "../../sdk/spec/placement.ts";
 import { buildBootImage, type BootImage } from "../harness/boot-image.ts";
-import { fileSha256, sourceSha256 } from "../harness/disk.ts";
+import { fileSha256 } from "../harness/disk.ts";
 import { createInlineStack, type InlineStack } from "../harness/pulumi.ts";
 import { startVcsim, type Vcsim } from "../harness/vcsim.ts";
-import { connect } from "../clouds/vsphere/helpers.ts";
+import { connect, vsphereDiskSha256 } from "../clouds/vsphere/helpers.ts";
 import { REPO_ROOT } from "../harness/tools.ts";
 
 const exec = promisify(execFile);
@@ -139,12 +139,7 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
       assert.equal(config.nics.length, 1);
       assert.equal(config.memoryMiB, 256);
       assert.equal(config.firmware, "bios");
-      const disk = await openVsphereDisk(client, `vsphere://x/web/web-disk0.vmdk?dc=DC0&ds=LocalDS_0`);
-      try {
-        assert.equal(await sourceSha256(disk), expected);
-      } finally {
-        await disk.close();
-      }
+      assert.equal(await vsphereDiskSha256(client, "vsphere://x/web/web-disk0.vmdk?dc=DC0&ds=LocalDS_0"), expected);
     } finally {
       await client.logout();
     }

@@ -3,6 +3,8 @@
 import { createCipheriv } from "node:crypto";
 import { open } from "node:fs/promises";
 import { VsphereClient } from "../../../sdk/clouds/vsphere/client.ts";
+import { openVsphereDisk } from "../../../sdk/clouds/vsphere/disk-url.ts";
+import { sourceSha256 } from "../../harness/disk.ts";
 import type { Vcsim } from "../../harness/vcsim.ts";
 
 export const MiB = 1024 * 1024;
@@ -10,6 +12,16 @@ export const GiB = 1024 * MiB;
 
 export function connect(sim: Vcsim, extra: Partial<Parameters<typeof VsphereClient.connect>[0]> = {}): Promise<VsphereClient> {
   return VsphereClient.connect({ url: sim.url, username: sim.username, password: sim.password, caPem: sim.caPem, ...extra });
+}
+
+/** SHA-256 of what the guest sees of a datastore disk (a vsphere://…vmdk?dc=…&ds=… location). */
+export async function vsphereDiskSha256(client: VsphereClient, location: string): Promise<string> {
+  const disk = await openVsphereDisk(client, location);
+  try {
+    return await sourceSha256(disk);
+  } finally {
+    await disk.close();
+  }
 }
 
 /** A sparse raw image of `sizeBytes` (a multiple of 1 MiB) with the same bytes for the same seed. */
