@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 import { InvalidArgsError } from "../errors.ts";
 import type { ConvertProgress } from "../disk/convert.ts";
 import type { DiskSource } from "../disk/types.ts";
-import { openSource } from "../transfer/open-source.ts";
+import { openSource } from "../clouds/registry.ts";
 import { formatBytes } from "../units.ts";
 
 export { formatBytes };

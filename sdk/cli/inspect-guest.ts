@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { InvalidArgsError } from "../errors.ts";
 import { inspectGuest, type InspectOptions } from "../inspect/inspect.ts";
 import { INSPECT_TARGETS, type InspectTarget, type ReadinessReport } from "../inspect/types.ts";
-import { openSource } from "../transfer/open-source.ts";
+import { openSource } from "../clouds/registry.ts";
 import { ARCHITECTURES, DISK_BUSES, FIRMWARE_TYPES, type Architecture, type DiskBus, type FirmwareType } from "../spec/workload.ts";
 import { INSPECT_GUEST_USAGE } from "./usage.ts";
 

@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { InvalidArgsError } from "../errors.ts";
 import { describePlan, planMigration } from "../migrate/plan.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
-import { openReplicaTarget } from "../transfer/open-replica.ts";
+import { openReplicaTarget } from "../clouds/registry.ts";
 import { replicate } from "../transfer/replicate.ts";
 import { verifyReplica } from "../transfer/verify.ts";
 import { formatBytes, progressReporter, usageError, withDisk } from "./common.ts";

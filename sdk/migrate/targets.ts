@@ -1,5 +1,5 @@
 // Where each disk of a workload lives on a placement, as a target string the replica openers
-// understand (transfer/open-replica.ts), and how a spec's disk source becomes a source string.
+// understand (clouds/registry.ts), and how a spec's disk source becomes a source string.
 import { resolve } from "node:path";
 import { formatOvaLocation } from "../ovf/ova-location.ts";
 import type { Placement } from "../spec/placement.ts";
@@ -43,7 +43,7 @@ export function diskSourceText(source: DiskSourceRef): { readonly text: string; 
       if (source.provider === "aws") return { text: source.reference.startsWith("ebs://") ? source.reference : `ebs://${source.reference}` };
       return { text: source.reference };
     case "ova":
-      // Read in place from the archive by openSource (transfer/open-source.ts); nothing is extracted.
+      // Read in place from the archive by openSource (clouds/registry.ts); nothing is extracted.
       return { text: formatOvaLocation(resolve(source.path), source.entry) };
   }
 }

@@ -4,7 +4,7 @@
 // the conversion, the expected downtime, and readiness findings for the target from inspecting
 // the guest on the disk.
 import { FileReplicaStore, type CommittedReplica } from "../transfer/checkpoint.ts";
-import { openSource } from "../transfer/open-source.ts";
+import { openSource } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { inspectGuest } from "../inspect/inspect.ts";
 import type { Finding, InspectTarget } from "../inspect/types.ts";

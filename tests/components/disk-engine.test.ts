@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Disk } from "../../components/providers/disk.ts";
-import { openSource } from "../../sdk/transfer/open-source.ts";
+import { openSource } from "../../sdk/clouds/registry.ts";
 import { qemuImg, qemuIo, qemuRawSha256, sourceSha256 } from "../harness/disk.ts";
 import { createInlineStack, type InlineStack } from "../harness/pulumi.ts";
 import { startAzurite, type Azurite } from "../harness/azurite.ts";

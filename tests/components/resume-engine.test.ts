@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Disk } from "../../components/providers/disk.ts";
-import { openSource } from "../../sdk/transfer/open-source.ts";
+import { openSource } from "../../sdk/clouds/registry.ts";
 import { qemuRawSha256, sourceSha256 } from "../harness/disk.ts";
 import { createInlineStack, type InlineStack } from "../harness/pulumi.ts";
 import { startMoto, type Moto } from "../harness/moto.ts";

@@ -9,7 +9,7 @@ import { diskSourceText } from "../../sdk/migrate/targets.ts";
 import { describePackage } from "../../sdk/ovf/describe.ts";
 import { formatOvaLocation, isOvaArchive, parseOvaLocation, resolveOvaLocation } from "../../sdk/ovf/ova-location.ts";
 import { openOvaEntry } from "../../sdk/ovf/package.ts";
-import { openSource } from "../../sdk/transfer/open-source.ts";
+import { openSource } from "../../sdk/clouds/registry.ts";
 import { sourceSha256, withTempDir } from "../harness/disk.ts";
 import { buildOva, MINIMAL_OVF, rawTar } from "./helpers.ts";
 

@@ -54,6 +54,10 @@ async function findLayerViolations(root: string): Promise<Violation[]> {
         if (folder === "sdk" && target !== undefined && target !== "sdk") {
           violations.push({ file: rel, specifier, rule: "sdk imports only sdk" });
         }
+        // The drivers (sdk/clouds) sit above the transfer floor: transfer never chooses one.
+        if (rel.startsWith(`sdk${sep}transfer${sep}`) && specifier.startsWith(".") && relative(root, resolve(dirname(file), specifier)).startsWith(`sdk${sep}clouds${sep}`)) {
+          violations.push({ file: rel, specifier, rule: "sdk/transfer imports no sdk/clouds driver" });
+        }
         if (folder !== "examples" && target === "examples") {
           violations.push({ file: rel, specifier, rule: "nothing imports from examples/" });
         }
@@ -75,6 +79,8 @@ describe("layering", () => {
       await mkdir(join(root, "components"), { recursive: true });
       await mkdir(join(root, "examples", "quickstart"), { recursive: true });
       await writeFile(join(root, "sdk", "disk", "ok.ts"), `import { x } from "../errors.ts";\nimport z from "zod";\n`);
+      await mkdir(join(root, "sdk", "transfer"), { recursive: true });
+      await writeFile(join(root, "sdk", "transfer", "up.ts"), `const aws = await import("../clouds/aws/url.ts");\nimport { y } from "./retry.ts";\n`);
       await writeFile(join(root, "sdk", "disk", "bad.ts"), `import * as pulumi from "@pulumi/pulumi";\n`);
       await writeFile(join(root, "sdk", "lazy.ts"), `const aws = await import("@pulumi/aws");\n`);
       await writeFile(join(root, "sdk", "up.ts"), `export { Workload } from "../components/workload.ts";\n`);
@@ -88,6 +94,7 @@ describe("layering", () => {
           "components/c.ts ../examples/quickstart/index.ts",
           "sdk/disk/bad.ts @pulumi/pulumi",
           "sdk/lazy.ts @pulumi/aws",
+          "sdk/transfer/up.ts ../clouds/aws/url.ts",
           "sdk/up.ts ../components/workload.ts",
         ],
       );
