@@ -2,7 +2,7 @@
 // it, and what Automation API listeners get as diagnostic events. @pulumi/pulumi gives a
 // provider process no log API (pulumi.log needs the program's engine connection), but every
 // provider plugin is started with the engine's gRPC address as its first argument and may call
-// the engine's Log RPC with a resource URN, as other providers do. Written by hand because no
+// the engine's Log RPC, which takes a resource URN. Written by hand because no
 // package does this; it uses the engine client and messages that @pulumi/pulumi ships.
 //
 // Best effort: a message that cannot be sent is dropped, never an error of the operation.
