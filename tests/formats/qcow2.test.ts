@@ -1,6 +1,6 @@
 // qcow2 conformance: images written at test time by qemu-img / qemu-io must read back exactly as
 // qemu-img reads them, and images from our writer must pass qemu-img check and compare.
-// The shared vectors (../shared/vectors) hold no qcow2 image, so every image here is generated.
+// The shared vectors (tests/fixtures/vectors) hold no qcow2 image, so every image here is generated.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";

@@ -1,4 +1,4 @@
-// Conformance on images written by other tools (../shared/vectors/qemu-iotests): detection,
+// Conformance on images written by other tools (tests/fixtures/vectors/qemu-iotests): detection,
 // our reader, and the `portable` CLI must give the results the vectors' README lists.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -9,10 +9,10 @@ import { promisify } from "node:util";
 import { isPortableError } from "../../sdk/errors.ts";
 import { openDisk } from "../../sdk/disk/open.ts";
 import { fileSha256, sourceSha256, withTempDir } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { REPO_ROOT, VECTORS_DIR } from "../harness/tools.ts";
 
 const run = promisify(execFile);
-const VECTORS = join(REPO_ROOT, "..", "shared", "vectors", "qemu-iotests");
+const VECTORS = join(VECTORS_DIR, "qemu-iotests");
 const CLI = join(REPO_ROOT, "sdk", "cli", "portable.ts");
 const ALL_ZERO_263454720 = "1ba076be94a8a64541c25aae8d5a5f8b0da758c3797af597e03acb431ff8d143";
 

@@ -11,7 +11,7 @@ import { FormatError, isPortableError, NotCapableError } from "../../sdk/errors.
 import { vhdFormat } from "../../sdk/disk/formats/vhd/index.ts";
 import { bufferSource } from "../../sdk/disk/io.ts";
 import { sourceSha256, qemuImg, qemuIo } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { VECTORS_DIR } from "../harness/tools.ts";
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -159,7 +159,7 @@ describe("VHD hostile input", () => {
   });
 
   it("GIVEN the afl5.img vector (Max Table Entries 0x40000001 in a 1 KiB file) THEN VHD_BAT_TOO_LARGE", async () => {
-    const { stdout } = await run("bzip2", ["-dc", join(REPO_ROOT, "..", "shared", "vectors", "qemu-iotests", "afl5.img.bz2")], {
+    const { stdout } = await run("bzip2", ["-dc", join(VECTORS_DIR, "qemu-iotests", "afl5.img.bz2")], {
       encoding: "buffer",
     });
     await assertRefused(stdout, "afl5", "VHD_BAT_TOO_LARGE");

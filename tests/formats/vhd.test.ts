@@ -23,11 +23,11 @@ import { planVhdSize } from "../../sdk/disk/formats/vhd/writer.ts";
 import { createFileTarget, openFileSource, streamTarget } from "../../sdk/disk/io.ts";
 import type { DiskSink, DiskSource } from "../../sdk/disk/types.ts";
 import { fileSha256, qemuImg, qemuInfo, qemuIo, qemuRawSha256, sourceSha256, withTempDir } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { VECTORS_DIR } from "../harness/tools.ts";
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
-const VECTORS = join(REPO_ROOT, "..", "shared", "vectors", "qemu-iotests");
+const VECTORS = join(VECTORS_DIR, "qemu-iotests");
 
 async function openVhdFile(path: string): Promise<DiskSource> {
   return vhdFormat.open(await openFileSource(path));

@@ -20,7 +20,7 @@ import {
 } from "../../sdk/disk/formats/vhdx/layout.ts";
 import { bufferSource } from "../../sdk/disk/io.ts";
 import { qemuImg, qemuIo, sourceSha256, withTempDir } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { VECTORS_DIR } from "../harness/tools.ts";
 
 const run = promisify(execFile);
 const KIB = 1024;
@@ -114,7 +114,7 @@ describe("vhdx hostile input", () => {
       base = await readFile(image);
     });
     baseSha = await readAll(base);
-    const vector = join(REPO_ROOT, "..", "shared", "vectors", "qemu-iotests", "iotest-dirtylog-10G-4M.vhdx.bz2");
+    const vector = join(VECTORS_DIR, "qemu-iotests", "iotest-dirtylog-10G-4M.vhdx.bz2");
     dirtyLog = (await run("bzip2", ["-dc", vector], { encoding: "buffer", maxBuffer: 64 * MIB })).stdout;
   });
 

@@ -15,13 +15,13 @@ import { vhdxFormat } from "../../sdk/disk/formats/vhdx/index.ts";
 import { createFileTarget, openFileSource, streamTarget } from "../../sdk/disk/io.ts";
 import type { DiskSink, DiskSource, Extent } from "../../sdk/disk/types.ts";
 import { fileSha256, qemuImg, qemuInfo, qemuIo, qemuRawSha256, sourceSha256, withTempDir } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { VECTORS_DIR } from "../harness/tools.ts";
 import { PassThrough } from "node:stream";
 
 const run = promisify(execFile);
 const KIB = 1024;
 const MIB = 1024 * KIB;
-const VECTORS = join(REPO_ROOT, "..", "shared", "vectors", "qemu-iotests");
+const VECTORS = join(VECTORS_DIR, "qemu-iotests");
 
 async function openImage(path: string): Promise<DiskSource> {
   return vhdxFormat.open(await openFileSource(path));

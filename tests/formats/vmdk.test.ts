@@ -11,10 +11,10 @@ import { vmdkGeometry } from "../../sdk/disk/formats/vmdk/descriptor.ts";
 import { bufferSource, createFileTarget, openFileSource, streamTarget } from "../../sdk/disk/io.ts";
 import type { DiskSink, DiskSource, Extent } from "../../sdk/disk/types.ts";
 import { fileSha256, qemuImg, qemuInfo, qemuIo, qemuRawSha256, sourceSha256, withTempDir } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { VECTORS_DIR } from "../harness/tools.ts";
 
 const run = promisify(execFile);
-const VECTORS = join(REPO_ROOT, "..", "shared", "vectors", "qemu-iotests");
+const VECTORS = join(VECTORS_DIR, "qemu-iotests");
 const KIB = 1024;
 const MIB = 1024 * KIB;
 const GIB = 1024 * MIB;

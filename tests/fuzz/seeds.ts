@@ -1,5 +1,5 @@
 // Seeds for the fuzz targets, from real sources only: the repository's fixtures, the vectors in
-// shared/vectors (small files whole, big images as a slice of their head, where the metadata
+// tests/fixtures/vectors (small files whole, big images as a slice of their head, where the metadata
 // lives), images qemu-img writes, guest disks built with sfdisk/mke2fs/mkfs.vfat/mkntfs, and
 // SOAP responses captured from vcsim. Built once into a cache folder in the temp dir (renamed
 // into place when complete), so later runs start at once; bump SEED_RECIPE_VERSION when a recipe
@@ -15,7 +15,7 @@ import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
 import tar from "tar-stream";
 import { DEBIAN_12_OS_RELEASE, buildWindowsImage } from "../harness/guest-image.ts";
-import { REPO_ROOT, TOOLS } from "../harness/tools.ts";
+import { REPO_ROOT, TOOLS, VECTORS_DIR } from "../harness/tools.ts";
 import { startVcsim, type Vcsim } from "../harness/vcsim.ts";
 import { makeSeed, type Seed } from "./engine.ts";
 
@@ -24,7 +24,7 @@ const run = promisify(execFile);
 /** Every tool here finishes in seconds; a minute means it hangs. */
 const TOOL_TIMEOUT_MS = 60_000;
 const MiB = 1024 * 1024;
-const VECTORS = process.env.PW_VECTORS_DIR ?? join(REPO_ROOT, "..", "shared", "vectors");
+const VECTORS = process.env.PW_VECTORS_DIR ?? VECTORS_DIR;
 /** Fixed times and ids, so the ext4/vfat images come out the same on every machine. */
 const EPOCH = 1_700_000_000;
 const TOOL_ENV = { ...process.env, SOURCE_DATE_EPOCH: String(EPOCH), E2FSPROGS_FAKE_TIME: String(EPOCH), TZ: "UTC", LC_ALL: "C" };

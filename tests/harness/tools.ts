@@ -6,6 +6,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** Images and an OVA written by other tools, with their origins (tests/fixtures/vectors/README.md). */
+export const VECTORS_DIR = join(REPO_ROOT, "tests", "fixtures", "vectors");
 
 function pinnedGoModule(goModPath: string, module: string): string {
   const goMod = readFileSync(join(REPO_ROOT, goModPath), "utf8");

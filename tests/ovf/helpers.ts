@@ -7,11 +7,11 @@ import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { qemuImg, qemuIo } from "../harness/disk.ts";
-import { REPO_ROOT } from "../harness/tools.ts";
+import { REPO_ROOT, VECTORS_DIR } from "../harness/tools.ts";
 
 const run = promisify(execFile);
 
-export const GOVMOMI_VECTORS = join(REPO_ROOT, "..", "shared", "vectors", "govmomi");
+export const GOVMOMI_VECTORS = join(VECTORS_DIR, "govmomi");
 export const FIXTURES = join(REPO_ROOT, "tests", "fixtures", "ovf");
 
 /** Decompresses the ttylinux OVA into `dir` (never committed) and returns its path. */

@@ -1,4 +1,4 @@
-// The real VMware OVA in ../shared/vectors/govmomi (vectors/README.md): its OVF parses, its
+// The real VMware OVA in tests/fixtures/vectors/govmomi (its README.md): its OVF parses, its
 // SHA-1 manifest verifies, and its VMDK, truncated to 1 MiB by the repository that kept it,
 // fails cleanly with a coded error (qemu-img says "Invalid footer").
 import assert from "node:assert/strict";
