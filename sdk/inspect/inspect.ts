@@ -11,6 +11,7 @@ import type { Architecture, DiskBus, FirmwareType } from "../spec/workload.ts";
 import { Ext4Reader } from "./ext4.ts";
 import { identifyFilesystem } from "./filesystems.ts";
 import { compareKernelVersions, isUnstableDeviceName, moduleName, parseFstab, parseGrubConfig, parseModulesBuiltin, parseOsRelease, type FstabEntry, type GrubEntry } from "./guest-config.ts";
+import { listInitramfs, type InitramfsListing } from "./initramfs.ts";
 import { NtfsReader } from "./ntfs.ts";
 import { readPartitionTable, type PartitionTable } from "./partitions.ts";
 import { READINESS_MODULES, driverFixHint, firmwareFindings, linuxRequirements, windowsRequirements, type DriverRequirement } from "./rules.ts";
@@ -37,6 +38,8 @@ const MAX_MODULE_FILES = 50_000;
 const MAX_MODULE_DEPTH = 12;
 /** Kernels examined per root; distributions keep two or three. */
 const MAX_KERNELS = 16;
+/** An initramfs is 30–100 MiB; past this it is not read (a warning says so). */
+const MAX_INITRAMFS_BYTES = 256 * 1024 * 1024;
 /** Partitions examined for filesystems. */
 const MAX_FILESYSTEMS = 128;
 
@@ -64,6 +67,7 @@ interface LinuxRoot {
 interface KernelScan {
   readonly info: Omit<KernelInfo, "default">;
   readonly present: ReadonlySet<string>;
+  readonly builtin: ReadonlySet<string>;
 }
 
 async function scanKernel(fs: Ext4Reader, evidence: string, version: string, findings: Finding[]): Promise<KernelScan> {
@@ -104,6 +108,7 @@ async function scanKernel(fs: Ext4Reader, evidence: string, version: string, fin
   return {
     info: { version, modulesPath: `${evidence}:${dir}`, builtinCount: builtin.size, moduleFileCount, drivers },
     present: new Set([...builtin, ...modules]),
+    builtin,
   };
 }
 
@@ -292,10 +297,13 @@ export async function inspectGuest(disk: DiskSource, options: InspectOptions = {
         findings.push({ severity: "error", code: "INSPECT_NO_KERNEL", message: "no kernel modules directory under /lib/modules: drivers cannot be checked", evidencePath: `${evidence}:/lib/modules`, fixHint: "install a distribution kernel package" });
         for (const target of targets) readiness.push({ target, ready: false, missingDrivers: linuxRequirements(target, options.diskBus).map((r) => r.anyOf.join("|")) });
       } else {
+        const initramfs = await readInitramfs(root, bootFs, boot.info.version, findings);
         for (const target of targets) {
-          const result = readinessFindings(target, "linux", linuxRequirements(target, options.diskBus), (n) => boot.present.has(n), boot.info.modulesPath, `kernel ${boot.info.version} (modules.builtin or a module file)`);
-          readiness.push(result.readiness);
-          findings.push(...result.findings);
+          const requirements = linuxRequirements(target, options.diskBus);
+          const result = readinessFindings(target, "linux", requirements, (n) => boot.present.has(n), boot.info.modulesPath, `kernel ${boot.info.version} (modules.builtin or a module file)`);
+          const early = initramfs === undefined ? [] : initramfsFindings(target, requirements, boot, initramfs);
+          readiness.push(early.length === 0 ? result.readiness : { ...result.readiness, ready: false });
+          findings.push(...result.findings, ...early);
         }
       }
     } catch (err) {
@@ -340,4 +348,53 @@ async function readGrub(root: LinuxRoot, bootFs: LinuxRoot | undefined): Promise
     if (text !== undefined) return { config: parseGrubConfig(text.toString("utf8")), path: `p${fs.partition}:${path}` };
   }
   return undefined;
+}
+
+/** The initramfs of `version` (Debian's initrd.img-V, dracut's initramfs-V.img), on the root's /boot or a separate /boot. */
+async function readInitramfs(root: LinuxRoot, bootFs: LinuxRoot | undefined, version: string, findings: Finding[]): Promise<{ listing: InitramfsListing; path: string } | undefined> {
+  const names = [`initrd.img-${version}`, `initramfs-${version}.img`];
+  const places: [LinuxRoot, string][] = [...names.map((n): [LinuxRoot, string] => [root, `/boot/${n}`]), ...(bootFs === undefined ? [] : names.map((n): [LinuxRoot, string] => [bootFs, `/${n}`]))];
+  for (const [fs, path] of places) {
+    const evidence = `p${fs.partition}:${path}`;
+    const inode = await fs.fs.resolve(path);
+    if (inode === undefined) continue;
+    if (inode.sizeBytes > MAX_INITRAMFS_BYTES) {
+      findings.push({ severity: "warning", code: "INSPECT_INITRAMFS_TOO_LARGE", message: `the initramfs is ${inode.sizeBytes} bytes, more than the ${MAX_INITRAMFS_BYTES} read; its drivers are not checked`, evidencePath: evidence });
+      return undefined;
+    }
+    try {
+      const image = await fs.fs.readFile(path, MAX_INITRAMFS_BYTES);
+      if (image === undefined) continue;
+      return { listing: await listInitramfs(image), path: evidence };
+    } catch (err) {
+      findings.push({ ...errorFinding(err, evidence), severity: "warning" });
+      return undefined;
+    }
+  }
+  findings.push({ severity: "info", code: "INSPECT_NO_INITRAMFS", message: `no initramfs for kernel ${version} in /boot: the drivers it carries are not checked`, evidencePath: `p${root.partition}:/boot` });
+  return undefined;
+}
+
+/**
+ * The boot drivers (disk and bus) the kernel has as modules but the initramfs lacks: the root
+ * disk stays invisible until the initramfs is rebuilt with them (a fixup does it).
+ */
+function initramfsFindings(target: InspectTarget, requirements: readonly DriverRequirement[], boot: KernelScan, initramfs: { listing: InitramfsListing; path: string }): Finding[] {
+  const missing: string[] = [];
+  for (const requirement of requirements.filter((r) => r.role !== "network" && r.severity === "error")) {
+    const available = requirement.anyOf.filter((name) => boot.present.has(name));
+    // Built into the kernel, or no module to add (INSPECT_DRIVER_MISSING says so): nothing to say here.
+    if (available.length === 0 || available.some((name) => boot.builtin.has(name) || initramfs.listing.modules.has(name))) continue;
+    missing.push(...available);
+  }
+  if (missing.length === 0) return [];
+  return [{
+    severity: "error",
+    code: "INSPECT_INITRAMFS_DRIVER_MISSING",
+    message: `${target}: the initramfs of kernel ${boot.info.version} lacks ${missing.join(", ")} (the kernel has ${missing.length === 1 ? "it as a module" : "them as modules"}), so the root disk is not found at boot`,
+    evidencePath: initramfs.path,
+    fixHint: `fixups: "auto" adds ${missing.join(", ")} to the initramfs and rebuilds it with the guest's own tool`,
+    target,
+    drivers: missing,
+  }];
 }

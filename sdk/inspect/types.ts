@@ -14,6 +14,8 @@ export interface Finding {
   readonly fixHint?: string;
   /** The target this finding is about, for target rules. */
   readonly target?: InspectTarget;
+  /** The kernel modules it is about (INSPECT_INITRAMFS_DRIVER_MISSING): what a fixup adds. */
+  readonly drivers?: readonly string[];
 }
 
 /** Targets the readiness rules know. `local` is the project's QEMU/KVM host, `kvm` any KVM host. */

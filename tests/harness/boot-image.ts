@@ -123,7 +123,7 @@ const TOOL_ENV: NodeJS.ProcessEnv = {
 };
 
 /** Runs a tool; stdin from `input`, stdout into `stdoutPath` or returned. Throws with stderr on failure. */
-function tool(command: string, args: readonly string[], options: { cwd?: string; input?: string; stdoutPath?: string } = {}): Promise<string> {
+export function tool(command: string, args: readonly string[], options: { cwd?: string; input?: string; stdoutPath?: string } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, [...args], { cwd: options.cwd, env: TOOL_ENV, stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
     let stdout = "";
@@ -150,7 +150,7 @@ function tool(command: string, args: readonly string[], options: { cwd?: string;
   });
 }
 
-async function packageVersion(name: string): Promise<string> {
+export async function packageVersion(name: string): Promise<string> {
   return (await tool("dpkg-query", ["-W", "-f", "${Version}", name])).trim();
 }
 
@@ -216,7 +216,7 @@ async function unpackKernel(deb: string): Promise<Kernel> {
 }
 
 /** Sets every timestamp under `dir` (deepest first, so directory times stay put) to the epoch. */
-async function pinTimes(dir: string): Promise<string[]> {
+export async function pinTimes(dir: string): Promise<string[]> {
   const paths: string[] = [];
   async function walk(rel: string): Promise<void> {
     const entries = (await readdir(join(dir, rel), { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1));
@@ -293,12 +293,12 @@ async function buildRootTree(work: string, kernel: Kernel, firmware: BootFirmwar
 }
 
 /** An ext4 image of `dir`, sized `sizeBytes`, with every inode time pinned. */
-async function buildExt4(dir: string, image: string, sizeBytes: number, work: string): Promise<void> {
+export async function buildExt4(dir: string, image: string, sizeBytes: number, work: string, uuid = BOOT_IMAGE_ROOT_UUID): Promise<void> {
   const handle = await open(image, "w");
   await handle.truncate(sizeBytes);
   await handle.close();
   const paths = await pinTimes(dir);
-  await tool("mke2fs", ["-q", "-F", "-t", "ext4", "-L", "root", "-U", BOOT_IMAGE_ROOT_UUID, "-E", `hash_seed=${BOOT_IMAGE_ROOT_UUID},root_owner=0:0`, "-d", dir, image]);
+  await tool("mke2fs", ["-q", "-F", "-t", "ext4", "-L", "root", "-U", uuid, "-E", `hash_seed=${uuid},root_owner=0:0`, "-d", dir, image]);
   // mke2fs -d copies atime and ctime from the host files, which differ run to run.
   const commands = ["/", ...paths.map((p) => `/${p}`)].flatMap((p) => ["atime", "ctime", "mtime", "crtime"].map((field) => `sif "${p}" ${field} @${SOURCE_DATE_EPOCH}`));
   const script = join(work, "debugfs.cmds");
@@ -307,15 +307,15 @@ async function buildExt4(dir: string, image: string, sizeBytes: number, work: st
   await tool("e2fsck", ["-f", "-n", image]);
 }
 
-async function grubEarlyConfig(work: string, bios: boolean): Promise<string> {
+async function grubEarlyConfig(work: string, bios: boolean, rootUuid = BOOT_IMAGE_ROOT_UUID): Promise<string> {
   const path = join(work, "early.cfg");
   // OVMF already mirrors its console on the serial port; SeaBIOS does not, so GRUB drives it itself.
   const serial = bios ? ["serial --unit=0 --speed=115200", "terminal_input serial console", "terminal_output serial console"] : [];
-  await writeFile(path, [...serial, `search --no-floppy --fs-uuid --set=root ${BOOT_IMAGE_ROOT_UUID}`, "set prefix=($root)/boot/grub", ""].join("\n"));
+  await writeFile(path, [...serial, `search --no-floppy --fs-uuid --set=root ${rootUuid}`, "set prefix=($root)/boot/grub", ""].join("\n"));
   return path;
 }
 
-async function writeAt(image: string, offsetBytes: number, source: string | Buffer): Promise<void> {
+export async function writeAt(image: string, offsetBytes: number, source: string | Buffer): Promise<void> {
   const data = typeof source === "string" ? await readFile(source) : source;
   const handle = await open(image, "r+");
   try {
@@ -323,6 +323,37 @@ async function writeAt(image: string, offsetBytes: number, source: string | Buff
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * An MBR disk with one bootable Linux partition at 1 MiB holding an ext4 filesystem of `tree`
+ * (UUID `rootUuid`), and GRUB in the MBR and the gap after it, reading /boot/grub/grub.cfg from
+ * that filesystem. `image` is created at `sizeBytes`.
+ */
+export async function assembleBiosDisk(work: string, image: string, sizeBytes: number, tree: string, rootUuid: string, earlyConfig?: string): Promise<BootImagePartition[]> {
+  const handle = await open(image, "w");
+  await handle.truncate(sizeBytes);
+  await handle.close();
+  const early = earlyConfig ?? (await grubEarlyConfig(work, true, rootUuid));
+  await tool("sfdisk", ["-q", "--no-reread", "--no-tell-kernel", image], {
+    input: `label: dos\nlabel-id: ${MBR_DISK_ID}\nunit: sectors\n\nstart=${FIRST_PARTITION_SECTOR}, type=83, bootable\n`,
+  });
+  const core = join(work, "core.img");
+  await tool("grub-mkimage", ["-O", "i386-pc", "-o", core, "-c", early, "-p", "/boot/grub", ...GRUB_BIOS_MODULES]);
+  const coreBytes = (await stat(core)).size;
+  if (coreBytes > (FIRST_PARTITION_SECTOR - 1) * SECTOR_BYTES) throw new Error(`boot-image: core.img (${coreBytes} bytes) does not fit before the first partition`);
+  // boot.img's code ends at byte 440, where the disk signature and partition table begin. Its
+  // kernel-sector field already says 1 and diskboot.img's blocklist already says "from sector
+  // 2", so core.img at sector 1 needs no patching (grub-setup patches only other placements).
+  const bootImg = (await readFile("/usr/lib/grub/i386-pc/boot.img")).subarray(0, 440);
+  await writeAt(image, 0, bootImg);
+  await writeAt(image, SECTOR_BYTES, core);
+  const rootStart = FIRST_PARTITION_SECTOR * SECTOR_BYTES;
+  const rootImage = join(work, "root.ext4");
+  await buildExt4(tree, rootImage, sizeBytes - rootStart, work, rootUuid);
+  await writeAt(image, rootStart, rootImage);
+  await rm(rootImage);
+  return [{ index: 1, startBytes: rootStart, sizeBytes: sizeBytes - rootStart, role: "linux" }];
 }
 
 async function assemble(work: string, image: string, kernel: Kernel, options: Required<BootImageOptions>): Promise<BootImagePartition[]> {
@@ -333,26 +364,7 @@ async function assemble(work: string, image: string, kernel: Kernel, options: Re
   await handle.close();
   const tree = await buildRootTree(work, kernel, options.firmware, options.marker);
   const early = await grubEarlyConfig(work, options.firmware === "bios");
-  if (options.firmware === "bios") {
-    await tool("sfdisk", ["-q", "--no-reread", "--no-tell-kernel", image], {
-      input: `label: dos\nlabel-id: ${MBR_DISK_ID}\nunit: sectors\n\nstart=${FIRST_PARTITION_SECTOR}, type=83, bootable\n`,
-    });
-    const core = join(work, "core.img");
-    await tool("grub-mkimage", ["-O", "i386-pc", "-o", core, "-c", early, "-p", "/boot/grub", ...GRUB_BIOS_MODULES]);
-    const coreBytes = (await stat(core)).size;
-    if (coreBytes > (FIRST_PARTITION_SECTOR - 1) * SECTOR_BYTES) throw new Error(`boot-image: core.img (${coreBytes} bytes) does not fit before the first partition`);
-    // boot.img's code ends at byte 440, where the disk signature and partition table begin. Its
-    // kernel-sector field already says 1 and diskboot.img's blocklist already says "from sector
-    // 2", so core.img at sector 1 needs no patching (grub-setup patches only other placements).
-    const bootImg = (await readFile("/usr/lib/grub/i386-pc/boot.img")).subarray(0, 440);
-    await writeAt(image, 0, bootImg);
-    await writeAt(image, SECTOR_BYTES, core);
-    const rootStart = FIRST_PARTITION_SECTOR * SECTOR_BYTES;
-    const rootImage = join(work, "root.ext4");
-    await buildExt4(tree, rootImage, sizeBytes - rootStart, work);
-    await writeAt(image, rootStart, rootImage);
-    return [{ index: 1, startBytes: rootStart, sizeBytes: sizeBytes - rootStart, role: "linux" }];
-  }
+  if (options.firmware === "bios") return assembleBiosDisk(work, image, sizeBytes, tree, BOOT_IMAGE_ROOT_UUID, early);
   const espFirst = FIRST_PARTITION_SECTOR;
   const rootFirst = espFirst + ESP_SECTORS;
   const rootLast = sectors - GPT_BACKUP_SECTORS - 1;

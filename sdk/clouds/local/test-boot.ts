@@ -76,6 +76,10 @@ export function plainConsole(text: string): string {
   return text.replace(ANSI, "").replaceAll("\r", "").replace(/[\u0000-\u0008\u000b-\u001f]/g, "");
 }
 
+/** initramfs-tools ("ALERT!  /dev/sda1 does not exist.  Dropping to a shell!") and dracut ("Warning: /dev/sda1 does not exist"). */
+const INITRAMFS_NO_ROOT = /ALERT!\s+(\S+) does not exist\.\s+Dropping to a shell!|dracut-initqueue\[\d+\]: Warning: (\S+) does not exist/;
+/** systemd's and dracut's rescue shells. */
+const EMERGENCY = /You are in emergency mode|Entering emergency mode|dracut:\/# $/m;
 const UEFI_FAILED = /BdsDxe: failed to (?:load|start) (Boot[0-9A-Fa-f]{4}) "([^"]*)"[^\n]*?: ([A-Za-z ]+)$/gm;
 const UEFI_GAVE_UP = /BdsDxe: No bootable option or device was found|BdsDxe: (?:loading|starting) Boot[0-9A-Fa-f]{4} "EFI Internal Shell"|UEFI Interactive Shell/;
 const SECURITY_STATUS = /^(Access Denied|Security Violation)$/;
@@ -90,6 +94,10 @@ export function classifyConsole(serial: string, firmwareLog: string, marker: str
   if (text.split("\n").some((line) => line.trim() === marker)) return { kind: "booted" };
   if (/Kernel panic - not syncing[^\n]*/.test(text)) return { kind: "boot-error", detail: /Kernel panic - not syncing[^\n]*/.exec(text)?.[0] ?? "kernel panic" };
   if (text.includes("Failed to boot both default and fallback entries")) return { kind: "boot-error", detail: "GRUB: failed to boot both default and fallback entries" };
+  // The guest's initramfs found no root: its drivers or the root's name do not fit this machine.
+  const noRoot = INITRAMFS_NO_ROOT.exec(text);
+  if (noRoot !== null) return { kind: "boot-error", detail: `initramfs: the root device ${noRoot[1] ?? noRoot[2]} was not found (a storage driver missing from the initramfs, or a device name such as /dev/sda1 that differs on this bus)` };
+  if (EMERGENCY.test(text)) return { kind: "boot-error", detail: "the guest stopped in emergency mode (an /etc/fstab entry or the root did not mount)" };
   if (firmware === "bios") {
     const log = plainConsole(firmwareLog);
     if (log.includes("No bootable device.") || text.includes("No bootable device.")) {
