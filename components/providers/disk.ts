@@ -31,13 +31,20 @@ export interface DiskInputs {
    */
   readonly vsphere?: string;
   /**
+   * The boot disk's guest fixups (sdk/migrate/disk-placement DiskFixups) as JSON, or "" for
+   * none. Not part of the diff: a new policy applies from the next copy, never by re-copying.
+   */
+  readonly fixups?: string;
+  /**
    * This resource's URN, so the provider can report progress on it (not part of the diff; `urn`
    * itself is a name every resource reserves).
    */
   readonly progressUrn?: string;
 }
 
-export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key" | "resumed" | "verifiedBlocks"> {
+export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key" | "resumed" | "verifiedBlocks" | "fixups"> {
+  /** What the last copy's guest fixups did (JSON: seconds, testBootSeconds, applied), "" when none ran. */
+  readonly fixupsApplied: string;
   /** Earlier targets kept after a move. */
   readonly retained: string[];
 }
@@ -50,6 +57,18 @@ const ENGINE_LOG = providerModule("engine-log");
 function progressOf(inputs: DiskInputs, verb: string): Placement.PlaceDiskArgs["onProgress"] {
   const { progressOnResource } = require(ENGINE_LOG) as typeof EngineLog;
   return progressOnResource(inputs.progressUrn, `${verb} disk ${inputs.disk}`);
+}
+
+function fixupsOf(inputs: DiskInputs): Pick<Placement.PlaceDiskArgs, "fixups" | "onStep"> {
+  if (inputs.fixups === undefined || inputs.fixups === "") return {};
+  const { stepsOnResource } = require(ENGINE_LOG) as typeof EngineLog;
+  const onStep = stepsOnResource(inputs.progressUrn, `disk ${inputs.disk}`);
+  return { fixups: JSON.parse(inputs.fixups) as Placement.DiskFixups, ...(onStep ? { onStep } : {}) };
+}
+
+/** What the fixups did, for the outputs: [{ kind, detail, seconds }] as JSON, "" when none ran. */
+function fixupsDone(placed: Placement.PlacedDisk): string {
+  return placed.fixups === undefined ? "" : JSON.stringify({ seconds: placed.fixups.seconds, testBootSeconds: placed.fixups.testBootSeconds, applied: placed.fixups.outcomes.map((o) => ({ kind: o.kind, detail: o.detail, seconds: o.seconds })) });
 }
 
 function connectionOf(inputs: DiskInputs): Placement.PlaceDiskArgs["vsphere"] {
@@ -88,10 +107,11 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
       verify: inputs.verify === "full" ? { mode: "full" } : inputs.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
       ...(connectionOf(inputs) ? { vsphere: connectionOf(inputs)! } : {}),
       ...(onProgress ? { onProgress } : {}),
+      ...fixupsOf(inputs),
     });
     return {
       id: `${inputs.workload}/${inputs.disk}`,
-      outs: { ...inputs, location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained: [] },
+      outs: { ...inputs, fixupsApplied: fixupsDone(placed), location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained: [] },
     };
   },
 
@@ -112,13 +132,14 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
       verify: news.verify === "full" ? { mode: "full" } : news.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
       ...(vsphere ? { vsphere } : {}),
       ...(onProgress ? { onProgress } : {}),
+      ...fixupsOf(news),
     });
     const retained = [...(olds.retained ?? []).filter((t) => t !== news.target), ...(moved ? [olds.target] : [])];
     // A vCenter connection outlives the move away from vSphere: the kept disk there is still
     // deleted with this resource.
     const carried = news.vsphere ?? olds.vsphere ? { vsphere: (news.vsphere ?? olds.vsphere)! } : {};
     return {
-      outs: { ...news, ...carried, location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained },
+      outs: { ...news, ...carried, fixupsApplied: fixupsDone(placed), location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained },
     };
   },
 
@@ -141,6 +162,7 @@ export interface DiskArgs {
   readonly verify?: pulumi.Input<"full" | "sampled" | "none">;
   readonly keepPrevious?: pulumi.Input<boolean>;
   readonly vsphere?: pulumi.Input<string>;
+  readonly fixups?: pulumi.Input<string>;
 }
 
 /** A workload disk on its target (type token `pulumi-nodejs:dynamic/portable:Disk`). */
@@ -153,6 +175,7 @@ export class Disk extends pulumi.dynamic.Resource {
   declare readonly blocksSent: pulumi.Output<number>;
   declare readonly passes: pulumi.Output<number>;
   declare readonly retained: pulumi.Output<string[]>;
+  declare readonly fixupsApplied: pulumi.Output<string>;
 
   constructor(name: string, args: DiskArgs, opts?: pulumi.CustomResourceOptions) {
     super(
@@ -171,6 +194,7 @@ export class Disk extends pulumi.dynamic.Resource {
         blocksSent: undefined,
         passes: undefined,
         retained: undefined,
+        fixupsApplied: undefined,
       },
       opts,
       "portable",

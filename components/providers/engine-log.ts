@@ -59,3 +59,9 @@ export function progressOnResource(urn: string | undefined, label: string): ((pr
   if (urn === undefined || urn === "") return undefined;
   return throttledProgress(label, (line) => void logToEngine(urn, line, { ephemeral: true }));
 }
+
+/** A step worth keeping in the log of `pulumi up` (a fixup, a test boot), on the resource `urn`. */
+export function stepsOnResource(urn: string | undefined, label: string): ((line: string) => void) | undefined {
+  if (urn === undefined || urn === "") return undefined;
+  return (line) => void logToEngine(urn, `${label}: ${line}`);
+}

@@ -15,6 +15,10 @@ import { PortableError } from "../errors.ts";
 import { plainName } from "./targets.ts";
 import { connectVsphere, copyToVsphereDisk, deleteVsphereDisk, isVsphereDiskUrl, openVsphereDisk, type VsphereConnection } from "../clouds/vsphere/disk-url.ts";
 import type { DiskSource } from "../disk/types.ts";
+import type { InspectTarget } from "../inspect/types.ts";
+import type { FixupsPolicy, TestBootPolicy } from "../spec/fixups.ts";
+import type { DiskBus, FirmwareType } from "../spec/workload.ts";
+import type { FixedSource, FixupOutcome } from "../fixups/index.ts";
 
 export interface PlaceDiskArgs {
   readonly workload: string;
@@ -33,6 +37,26 @@ export interface PlaceDiskArgs {
   readonly onProgress?: (progress: ReplicateProgress) => void;
   /** For vsphere:// targets and sources: where and how to log in. */
   readonly vsphere?: VsphereConnection;
+  /** Guest fixups for this (boot) disk: applied to an overlay of the source, which is what gets copied. */
+  readonly fixups?: DiskFixups;
+  /** Steps worth a line in `pulumi up` (each fixup, the test boot). */
+  readonly onStep?: (line: string) => void;
+}
+
+/** A boot disk's fixups, as the migration policy and the target give them. */
+export interface DiskFixups {
+  readonly policy: FixupsPolicy;
+  readonly target: InspectTarget;
+  readonly firmware: FirmwareType;
+  readonly bus?: DiskBus;
+  readonly testBoot?: TestBootPolicy;
+}
+
+export interface AppliedFixups {
+  readonly outcomes: readonly FixupOutcome[];
+  readonly seconds: number;
+  /** Seconds to the test boot's marker, when one ran. */
+  readonly testBootSeconds?: number;
 }
 
 export interface PlacedDisk {
@@ -46,6 +70,8 @@ export interface PlacedDisk {
   readonly blocksSent: number;
   readonly resumed: boolean;
   readonly verifiedBlocks: number;
+  /** What the fixups did, when any ran. */
+  readonly fixups?: AppliedFixups;
 }
 
 /** One replica per (workload, disk, target): a flip back to a target reuses its replica. */
@@ -65,9 +91,13 @@ export function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
 async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
-  const source = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere);
+  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere);
+  let fixed: FixedSource | undefined;
   try {
-    if (isVsphereDiskUrl(args.target)) return await copyToVsphere(args, source, store, key);
+    fixed = await fixSource(args, opened, key);
+    const source = fixed?.source ?? opened;
+    const applied = fixed === undefined ? {} : { fixups: appliedOf(fixed) };
+    if (isVsphereDiskUrl(args.target)) return { ...(await copyToVsphere(args, source, store, key)), ...applied };
     const { target, close } = await openReplicaTarget(args.target, source.virtualSizeBytes);
     try {
       const result = await replicate(source, target, { store, key, ...(args.onProgress ? { onProgress: args.onProgress } : {}) });
@@ -96,13 +126,49 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
         blocksSent: result.blocksSent,
         resumed: result.resumed,
         verifiedBlocks,
+        ...applied,
       };
     } finally {
       close();
     }
   } finally {
-    await source.close();
+    await fixed?.release();
+    await opened.close();
   }
+}
+
+/**
+ * The fixed-up view of a boot disk's source, when its fixups change anything or a test boot is
+ * asked for. QEMU reads the source as the overlay's backing file, so it must be a local image:
+ * a file, or a replica in a local datastore.
+ */
+async function fixSource(args: PlaceDiskArgs, source: DiskSource, key: string): Promise<FixedSource | undefined> {
+  if (args.fixups === undefined || (args.fixups.policy === "none" && args.fixups.testBoot === undefined)) return undefined;
+  const image = typeof args.source === "string" ? localImagePath(args.source) : isLocalDatastoreDisk(args.source.replicaOf) ? args.source.replicaOf : undefined;
+  const { fixedSource, fixupWorkDir } = await import("../fixups/index.ts");
+  const fixed = await fixedSource({
+    ...(image === undefined ? {} : { image }),
+    format: source.format,
+    source,
+    policy: args.fixups.policy,
+    target: args.fixups.target,
+    firmware: args.fixups.firmware,
+    ...(args.fixups.bus === undefined ? {} : { bus: args.fixups.bus }),
+    ...(args.fixups.testBoot === undefined ? {} : { testBoot: args.fixups.testBoot }),
+    workDir: fixupWorkDir(args.stateDir, key),
+    ...(args.onStep ? { onStep: args.onStep } : {}),
+  });
+  if (fixed.outcomes.length > 0) await recordTimings(args.stateDir, args.workload, args.fixups.target, { fixupSeconds: fixed.seconds });
+  return fixed;
+}
+
+function appliedOf(fixed: FixedSource): AppliedFixups {
+  return { outcomes: fixed.outcomes, seconds: fixed.seconds, ...(fixed.testBoot?.kind === "booted" ? { testBootSeconds: fixed.testBoot.bootMs / 1000 } : {}) };
+}
+
+/** A source string that is a local image file (not a URL, not an entry inside an OVA). */
+function localImagePath(source: string): string | undefined {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(source) || source.includes("!") ? undefined : source;
 }
 
 /**
@@ -254,6 +320,8 @@ export function readCurrent(stateDir: string, workload: string, disk: string): C
 export interface MachineTimings {
   readonly bootSeconds?: number;
   readonly stopSeconds?: number;
+  /** The last application of the guest fixups for this target (appliance start included). */
+  readonly fixupSeconds?: number;
 }
 
 function timingsPath(stateDir: string, workload: string): string {

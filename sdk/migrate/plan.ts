@@ -31,6 +31,8 @@ export interface PlanOptions {
   readonly verifyFraction?: number;
   /** Bytes read to measure the source's hashing rate. @default 64 MiB */
   readonly sampleBytes?: number;
+  /** Guest fixups applied to the final state while the source is down. @default 0 */
+  readonly fixupSeconds?: number;
 }
 
 export interface DiskPlan {
@@ -54,9 +56,9 @@ export interface MigrationPlan {
   readonly sendBytesPerSecond: number;
   /** Time for the next full pass (warm: while the source runs). */
   readonly transferSeconds: number;
-  /** Expected downtime: stop + final pass (scan and delta) + verify + boot. */
+  /** Expected downtime: stop + guest fixups + final pass (scan and delta) + verify + boot. */
   readonly downtimeSeconds: number;
-  readonly downtimeBreakdown: Readonly<Record<"stop" | "scan" | "send" | "verify" | "boot", number>>;
+  readonly downtimeBreakdown: Readonly<Record<"stop" | "fixups" | "scan" | "send" | "verify" | "boot", number>>;
 }
 
 const MiB = 1024 * 1024;
@@ -146,6 +148,7 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
   const verify = (allocated * (options.verifyFraction ?? 1)) / scanRate;
   const finalDelta = options.mode === "cold" ? total : (options.finalDeltaBytes ?? Math.min(total, allocated * 0.01));
   const send = finalDelta / sendRate;
+  const fixups = options.fixupSeconds ?? 0;
   return {
     mode: options.mode,
     disks: out,
@@ -154,8 +157,8 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
     scanBytesPerSecond: scanRate,
     sendBytesPerSecond: sendRate,
     transferSeconds: scan + total / sendRate,
-    downtimeSeconds: stop + scan + send + verify + boot,
-    downtimeBreakdown: { stop, scan, send, verify, boot },
+    downtimeSeconds: stop + fixups + scan + send + verify + boot,
+    downtimeBreakdown: { stop, fixups, scan, send, verify, boot },
   };
 }
 
@@ -165,7 +168,7 @@ export function describePlan(plan: MigrationPlan): string {
   return [
     `${plan.mode} migration: ${plan.disks.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move, about ${plan.transferSeconds.toFixed(1)} s of transfer`,
     ...lines,
-    `  estimated downtime ${plan.downtimeSeconds.toFixed(1)} s (stop ${plan.downtimeBreakdown.stop.toFixed(1)}, scan ${plan.downtimeBreakdown.scan.toFixed(1)}, send ${plan.downtimeBreakdown.send.toFixed(1)}, verify ${plan.downtimeBreakdown.verify.toFixed(1)}, boot ${plan.downtimeBreakdown.boot.toFixed(1)})`,
+    `  estimated downtime ${plan.downtimeSeconds.toFixed(1)} s (stop ${plan.downtimeBreakdown.stop.toFixed(1)}, ${plan.downtimeBreakdown.fixups > 0 ? `fixups ${plan.downtimeBreakdown.fixups.toFixed(1)}, ` : ""}scan ${plan.downtimeBreakdown.scan.toFixed(1)}, send ${plan.downtimeBreakdown.send.toFixed(1)}, verify ${plan.downtimeBreakdown.verify.toFixed(1)}, boot ${plan.downtimeBreakdown.boot.toFixed(1)})`,
   ].join("\n");
 }
 

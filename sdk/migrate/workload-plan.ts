@@ -3,6 +3,8 @@
 // (exact: against the replica's manifest when one exists there, so a flip back is a delta),
 // the conversion, the expected downtime, and readiness findings for the target from inspecting
 // the guest on the disk.
+import { existsSync } from "node:fs";
+import { delimiter, join } from "node:path";
 import { FileReplicaStore, type CommittedReplica } from "../transfer/checkpoint.ts";
 import { openSource } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
@@ -12,8 +14,11 @@ import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import { openReplica, readCurrent, readTimings, replicaKey, type CurrentPlacement } from "./disk-placement.ts";
 import { describePlan, planMigration, type MigrationPlan } from "./plan.ts";
+import { bootDiskOf } from "./targets.ts";
 import { formatBytes } from "../units.ts";
 import { vsphereConnectionFromEnv } from "../clouds/vsphere/disk-url.ts";
+import { answeredFindings, describeFixup, estimateFixupSeconds, resolveFixups } from "../fixups/derive.ts";
+import type { Fixup, FixupsPolicy, TestBootPolicy } from "../spec/fixups.ts";
 
 export interface PlannedDisk {
   readonly disk: string;
@@ -31,7 +36,20 @@ export interface WorkloadPlan {
   readonly disks: readonly PlannedDisk[];
   readonly plan: MigrationPlan;
   readonly findings: readonly Finding[];
+  /** The guest fixups this move applies to the boot disk, and their time. */
+  readonly fixups: PlannedFixups;
   readonly summary: string;
+}
+
+export interface PlannedFixups {
+  readonly list: readonly Fixup[];
+  /** Seconds to apply them: measured on the last application for this target, else estimated. */
+  readonly seconds: number;
+  readonly measured: boolean;
+  /** The test boot the policy asks for, before anything is copied. */
+  readonly testBoot?: TestBootPolicy;
+  /** Why they cannot run here (libguestfs missing), when that is so. */
+  readonly missing?: string;
 }
 
 export interface WorkloadPlanInput {
@@ -50,6 +68,9 @@ export interface WorkloadPlanInput {
   readonly stopGraceSeconds?: number;
   /** Where the vCenter password is read from, to read a disk that is on vSphere now. @default process.env */
   readonly env?: NodeJS.ProcessEnv;
+  /** The migration policy's fixups and test boot (the boot disk is the first planned disk). @default "none" */
+  readonly fixups?: FixupsPolicy;
+  readonly testBoot?: TestBootPolicy;
 }
 
 function kindOf(target: string): string {
@@ -76,7 +97,8 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       const key = replicaKey(input.workload.name, disk.id, disk.target);
       const committed = await store.loadCommitted(key);
       sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}` });
-      if (sources.length === 1) findings.push(...(await readiness(source, input)));
+      // The guest is judged on the disk it boots from.
+      if (disk.id === bootDiskOf(input.workload)?.id) findings.push(...(await readiness(source, input)));
     }
     // Timings measured on earlier runs of this workload beat the defaults.
     const timings = readTimings(input.stateDir, input.workload.name);
@@ -84,15 +106,21 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     const bootSeconds = input.bootSeconds ?? timings[input.placement.kind]?.bootSeconds ?? (local ? 15 : 30);
     // A stop waits up to the grace period before powering off hard; a measured stop beats it.
     const stopSeconds = timings[fromKind]?.stopSeconds ?? input.stopGraceSeconds ?? 30;
-    const plan = await planMigration(sources, { mode: input.mode, bootSeconds, stopSeconds });
     const toKind = input.placement.kind;
+    // Fixups apply when something moves; an in-place run changes nothing in the guest.
+    const fixups = planFixups(sources.length === 0 ? "none" : (input.fixups ?? "none"), input.testBoot, findings, toKind, timings[toKind]?.fixupSeconds);
+    const plan = await planMigration(sources, { mode: input.mode, bootSeconds, stopSeconds, fixupSeconds: fixups.list.length > 0 ? fixups.seconds : 0 });
+    // What the fixups answer is no longer an error that blocks the move.
+    const answered = new Set(fixups.missing === undefined ? answeredFindings(fixups.list, findings) : []);
+    const judged = findings.map((f) => (answered.has(f) ? { ...f, severity: "info" as const, message: `${f.message} (answered by the fixups)` } : f));
     const lines = [
       `${input.workload.name}: ${fromKind} → ${toKind} (${input.mode}), ${planned.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move`,
       ...planned.filter((d) => d.action === "in-place").map((d) => `  ${d.disk}: already on ${toKind}`),
       ...describePlan(plan).split("\n").slice(1),
-      ...findings.filter((f) => f.severity !== "info").map((f) => `  readiness ${f.severity}: ${f.code}: ${f.message}${f.fixHint ? ` (fix: ${f.fixHint})` : ""}`),
+      ...fixupLines(fixups),
+      ...judged.filter((f) => f.severity !== "info").map((f) => `  readiness ${f.severity}: ${f.code}: ${f.message}${f.fixHint ? ` (fix: ${f.fixHint})` : ""}`),
     ];
-    return { workload: input.workload.name, fromKind, toKind, mode: input.mode, disks: planned, plan, findings, summary: lines.join("\n") };
+    return { workload: input.workload.name, fromKind, toKind, mode: input.mode, disks: planned, plan, findings: judged, fixups, summary: lines.join("\n") };
   } finally {
     for (const s of sources) await s.source.close();
   }
@@ -108,10 +136,38 @@ async function openPlanSource(current: CurrentPlacement | undefined, disk: Workl
 async function readiness(source: DiskSource, input: WorkloadPlanInput): Promise<Finding[]> {
   const target: InspectTarget = input.placement.kind === "local" ? "local" : input.placement.kind;
   try {
-    const bus = input.workload.disks[0]?.bus;
+    const bus = bootDiskOf(input.workload)?.bus;
     const report = await inspectGuest(source, { targets: [target], firmware: input.workload.firmware.type, architecture: input.workload.guestOs.architecture, ...(bus === undefined ? {} : { diskBus: bus }) });
     return [...report.findings];
   } catch (error) {
     return [{ severity: "warning", code: "INSPECT_FAILED", message: `the guest could not be inspected: ${(error as Error).message}`, evidencePath: "", fixHint: "" } as Finding];
   }
+}
+
+function planFixups(policy: FixupsPolicy, testBoot: TestBootPolicy | undefined, findings: readonly Finding[], target: Placement["kind"], measuredSeconds: number | undefined): PlannedFixups {
+  const list = resolveFixups(policy, findings, target);
+  const missing = list.length > 0 || testBoot !== undefined ? libguestfsMissing() : undefined;
+  return {
+    list,
+    seconds: measuredSeconds ?? estimateFixupSeconds(list),
+    measured: measuredSeconds !== undefined,
+    ...(testBoot === undefined ? {} : { testBoot }),
+    ...(missing === undefined ? {} : { missing }),
+  };
+}
+
+/** guestfish on PATH, as the fixups run it; the plan names what is missing. */
+function libguestfsMissing(): string | undefined {
+  const dirs = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
+  return dirs.some((dir) => existsSync(join(dir, "guestfish"))) ? undefined : "libguestfs is not installed (guestfish is not on PATH): install Debian's libguestfs-tools and linux-image-amd64 (npm run setup does)";
+}
+
+function fixupLines(fixups: PlannedFixups): string[] {
+  if (fixups.list.length === 0 && fixups.testBoot === undefined) return [];
+  return [
+    ...(fixups.list.length === 0 ? [] : [`  guest fixups (${fixups.list.length}, ${fixups.measured ? "measured" : "estimated"} ${fixups.seconds.toFixed(1)} s, on a copy-on-write overlay; the source is not changed):`]),
+    ...fixups.list.map((f) => `    ${f.kind}: ${describeFixup(f)}`),
+    ...(fixups.testBoot === undefined ? [] : [`  test boot before copying: wait up to ${fixups.testBoot.timeoutSeconds} s for "${fixups.testBoot.marker}" on the serial console`]),
+    ...(fixups.missing === undefined ? [] : [`  fixups cannot run here: ${fixups.missing}`]),
+  ];
 }

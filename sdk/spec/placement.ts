@@ -5,6 +5,7 @@
 // Credentials are not part of a placement, nor of any resource input: AWS and Azure come from
 // their SDKs' default chains (environment, profiles, managed identity), the vCenter password from
 // an environment variable (passwordEnv) that the program and the provider processes read.
+import { fixupsPolicySchema, testBootPolicySchema } from "./fixups.ts";
 import { z } from "zod";
 import { issuesOf, workloadSchema, WorkloadValidationError, type SpecIssue, type Workload } from "./workload.ts";
 
@@ -111,6 +112,17 @@ export const migrationPolicySchema = z
     stopGraceSeconds: z.number().int().min(0).max(3600).default(30),
     /** Readiness errors found in the guest stop `up` (block) or are only reported (warn). */
     readiness: z.enum(["block", "warn"]).default("block"),
+    /**
+     * Changes made inside the guest so it boots on the target (spec/fixups.ts): "auto" derives
+     * them from the readiness findings, or a list names them. They go into a copy-on-write
+     * overlay of the source (libguestfs), never into the source. @default "none"
+     */
+    fixups: fixupsPolicySchema,
+    /**
+     * Boot the fixed-up disk in a throw-away local QEMU on the target's bus and firmware before
+     * anything is copied, and fail the move if `marker` does not appear on its serial console.
+     */
+    testBoot: testBootPolicySchema.optional(),
   })
   .strict();
 export type MigrationPolicy = z.infer<typeof migrationPolicySchema>;
