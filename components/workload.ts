@@ -9,7 +9,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { parseWorkloadArgs, type MigrationPolicyInput, type PlacementInput, type ValidWorkloadArgs } from "../sdk/spec/placement.ts";
 import { WorkloadValidationError, type WorkloadInput } from "../sdk/spec/workload.ts";
 import { vsphereSettingsFor } from "../sdk/migrate/machine-placement.ts";
-import { diskSourceText, diskTargetFor } from "../sdk/migrate/targets.ts";
+import { bootDiskOf, diskSourceText, diskTargetFor } from "../sdk/migrate/targets.ts";
 import { planWorkload, type WorkloadPlan } from "../sdk/migrate/workload-plan.ts";
 import { Disk } from "./providers/disk.ts";
 import { Machine } from "./providers/machine.ts";
@@ -72,6 +72,8 @@ export class Workload extends pulumi.ComponentResource {
         mode: migration.mode,
         stateDir,
         stopGraceSeconds: migration.stopGraceSeconds,
+        fixups: migration.fixups,
+        ...(migration.testBoot === undefined ? {} : { testBoot: migration.testBoot }),
         disks: diskInputs.map((d) => {
           const override = (overrides as Record<string, string>)[d.id];
           return { id: d.id, source: override ?? d.text, ...(override === undefined && d.format !== undefined ? { sourceFormat: d.format } : {}), target: d.target };
@@ -102,6 +104,11 @@ export class Workload extends pulumi.ComponentResource {
     // The vCenter connection without its password (providers read that from the environment).
     const vsphereSettings = vsphereSettingsFor(placement);
     const vsphere = vsphereSettings === undefined ? undefined : JSON.stringify(vsphereSettings);
+    // The boot disk's guest fixups, as the Disk and the Machine apply them (a copy and the cutover's final pass).
+    const bootDisk = bootDiskOf(spec);
+    const fixups = bootDisk === undefined || (migration.fixups === "none" && migration.testBoot === undefined)
+      ? undefined
+      : JSON.stringify({ policy: migration.fixups, target: placement.kind, firmware: spec.firmware.type, bus: bootDisk.bus, ...(migration.testBoot === undefined ? {} : { testBoot: migration.testBoot }) });
     const disks = diskInputs.map(
       (d) =>
         new Disk(`${name}-${d.id}`, {
@@ -114,6 +121,7 @@ export class Workload extends pulumi.ComponentResource {
           verify: migration.verify,
           keepPrevious: migration.source === "keep",
           ...(vsphere === undefined ? {} : { vsphere }),
+          ...(fixups !== undefined && d.id === bootDisk?.id ? { fixups } : {}),
         }, { parent: this, dependsOn: [gate] }),
     );
     this.disks = pulumi.all(disks.map((d) => d.location)).apply((locations) => Object.fromEntries(diskInputs.map((d, i) => [d.id, locations[i]!])));
@@ -148,6 +156,7 @@ export class Workload extends pulumi.ComponentResource {
         keepPrevious: migration.source === "keep",
         verify: migration.verify,
         stopGraceSeconds: migration.stopGraceSeconds,
+        ...(fixups === undefined ? {} : { fixups: JSON.stringify({ disk: bootDisk!.id, ...JSON.parse(fixups) }) }),
       }, { parent: this, dependsOn: disks });
       this.machineId = machine.machineId;
       this.addresses = machine.addresses;

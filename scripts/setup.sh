@@ -7,10 +7,12 @@ ROOT=$PWD
 
 # time: GNU time measures wall time and peak RSS in the benchmarks. busybox … fuse3 build the
 # test guests (boot images, inspection images) without loop mounts; libvirt-clients validates
-# rendered domain XML.
+# rendered domain XML. libguestfs-tools (its appliance boots linux-image-amd64) applies the guest
+# fixups; mmdebstrap builds the Debian test guest they are tested on; virt-v2v is their peer.
 APT_PACKAGES=(qemu-utils qemu-system-x86 ovmf bzip2 time
   busybox-static cpio syslinux syslinux-common extlinux mtools dosfstools grub-efi-amd64-bin grub-pc-bin grub-common
-  e2fsprogs fdisk gdisk xfsprogs btrfs-progs ntfs-3g libvirt-clients libxml2-utils xz-utils zstd fuse3)
+  e2fsprogs fdisk gdisk xfsprogs btrfs-progs ntfs-3g libvirt-clients libxml2-utils xz-utils zstd fuse3
+  libguestfs-tools linux-image-amd64 mmdebstrap virt-v2v)
 PULUMI_VERSION=$(awk '$1 == "github.com/pulumi/pulumi/pkg/v3" { sub(/^v/, "", $2); print $2 }' tools/pulumi/go.mod)
 PULUMI_BIN="$HOME/.pulumi/versions/$PULUMI_VERSION/bin"
 GOVMOMI_VERSION=$(awk '$1 == "github.com/vmware/govmomi" { print $2 }' tools/vcsim/go.mod)
@@ -116,6 +118,11 @@ guest_kernel() {
   (cd .tools/cache && apt-get download "$name")
 }
 
+test_guest() {
+  # A real Debian 12 guest as VMware leaves it (tests/harness/debian-guest.ts), cached by its inputs.
+  node_modules/.bin/node tests/harness/debian-guest.ts
+}
+
 azurite() {
   [ -x node_modules/.bin/azurite-blob ] || { echo "setup: azurite-blob missing after npm ci" >&2; exit 1; }
   echo "    azurite $(node_modules/.bin/node -p 'require("./node_modules/azurite/package.json").version') (npm devDependency)"
@@ -128,4 +135,5 @@ step "vcsim (govmomi $GOVMOMI_VERSION)" vcsim
 step "moto $MOTO_VERSION" moto
 step "Azurite" azurite
 step "guest kernel" guest_kernel
+step "Debian test guest" test_guest
 echo "==> setup done in $(seconds_since "$total_start")"

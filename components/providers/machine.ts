@@ -23,6 +23,11 @@ export interface MachineInputs {
   readonly verify: "full" | "sampled" | "none";
   /** Seconds a graceful stop of the source may take before a hard power-off. @default 30 */
   readonly stopGraceSeconds?: number;
+  /**
+   * The boot disk's guest fixups, { disk, ...DiskFixups } as JSON: the cutover applies them to the
+   * final state, inside the downtime. Not part of the diff.
+   */
+  readonly fixups?: string;
   /** This resource's URN, for progress of the cutover's final passes (not part of the diff). */
   readonly progressUrn?: string;
 }
@@ -74,7 +79,17 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     const retained = (JSON.parse(olds.retained || "[]") as Array<{ placement: string; disks: string; machineId: string }>)
       .filter((r) => !(r.placement === news.placement));
     if (olds.placement !== news.placement) {
-      const moved = await machines.moveMachine({ from, to, stateDir: news.stateDir, verify: news.verify, deleteSource: !news.keepPrevious, gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000, onDiskProgress: (disk) => finalPassProgress(news, disk) });
+      const moved = await machines.moveMachine({
+        from,
+        to,
+        stateDir: news.stateDir,
+        verify: news.verify,
+        deleteSource: !news.keepPrevious,
+        gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000,
+        onDiskProgress: (disk) => finalPassProgress(news, disk),
+        ...(news.fixups ? { fixups: JSON.parse(news.fixups) as Machines.MoveRequest["fixups"] } : {}),
+        ...(stepsOf(news) ? { onStep: stepsOf(news)! } : {}),
+      });
       if (news.keepPrevious) retained.push({ placement: olds.placement, disks: olds.disks, machineId: olds.machineId });
       return { outs: outputsOf({ ...news, disks: JSON.stringify(moved.disks) }, moved.state, JSON.stringify(moved.record), JSON.stringify(retained)) };
     }
@@ -103,6 +118,11 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
 function finalPassProgress(inputs: MachineInputs, disk: string): ReturnType<typeof EngineLog.progressOnResource> {
   const { progressOnResource } = require(ENGINE_LOG) as typeof EngineLog;
   return progressOnResource(inputs.progressUrn, `final pass, disk ${disk}`);
+}
+
+function stepsOf(inputs: MachineInputs): ((line: string) => void) | undefined {
+  const { stepsOnResource } = require(ENGINE_LOG) as typeof EngineLog;
+  return stepsOnResource(inputs.progressUrn, "cutover");
 }
 
 function requestOf(inputs: MachineInputs, machines: typeof Machines): Machines.MachineRequest {
@@ -134,6 +154,7 @@ export interface MachineArgs {
   readonly keepPrevious: pulumi.Input<boolean>;
   readonly verify?: pulumi.Input<"full" | "sampled" | "none">;
   readonly stopGraceSeconds?: pulumi.Input<number>;
+  readonly fixups?: pulumi.Input<string>;
 }
 
 /** The machine of a local or vsphere placement (type token `pulumi-nodejs:dynamic/portable:Machine`). */

@@ -260,6 +260,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   plan: async (args) => (await import("./replicate.ts")).planCommand(args),
   "plan-comment": async (args) => (await import("./plan-comment.ts")).planCommentCommand(args),
   vsphere: async (args) => (await import("./vsphere.ts")).runVsphereCommand(args),
+  "test-boot": async (args) => (await import("./test-boot.ts")).testBootCommand(args),
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -42,6 +42,12 @@ export const REPLICATE_USAGE = `  replicate <source> <target> --state <dir> [--k
 export const PLAN_USAGE = `  plan <source> --state <dir> [--key K] [--mode warm|cold] [--json] [-f fmt]
                                            bytes to move, transfer time and expected downtime`;
 
+export const TEST_BOOT_USAGE = `test-boot <image> --marker M [--firmware bios|uefi] [--target local|aws|azure|vsphere|kvm]
+        [--bus virtio|scsi|sata|ide|nvme] [--fixups none|auto|<fixups.json>] [--timeout S] [--json] [-f fmt]
+                                           boot it in a throw-away QEMU (the target's bus) and wait
+                                           for M on the serial console; --fixups applies them to an
+                                           overlay first (libguestfs); exit 1 if it does not boot`;
+
 export const PLAN_COMMENT_USAGE = `  plan-comment [<preview.json>|-]          \`pulumi preview --json\` → a Markdown plan for a PR comment`;
 
 export const VSPHERE_USAGE = `usage: portable vsphere <command> [connection options]
@@ -80,6 +86,7 @@ ${OVF_USAGE}
 ${REPLICATE_USAGE}
 ${PLAN_USAGE}
 ${PLAN_COMMENT_USAGE}
+  ${TEST_BOOT_USAGE}
 ${VSPHERE_SUMMARY}
 
 ${SOURCES}`;
@@ -100,6 +107,7 @@ const COMMAND_HELP: Readonly<Record<string, (args: readonly string[]) => string>
   replicate: () => page("replicate", REPLICATE_USAGE),
   plan: () => page("plan", PLAN_USAGE),
   "plan-comment": () => page("plan-comment", PLAN_COMMENT_USAGE),
+  "test-boot": () => page("test-boot", `  ${TEST_BOOT_USAGE}`),
   // One page for vsphere and each of its subcommands: they share the connection options.
   vsphere: () => VSPHERE_USAGE,
 };

@@ -30,7 +30,9 @@ export function testBootBus(target: InspectTarget, specBus: DiskBus | undefined)
     // proves the initramfs and names, not the Hyper-V drivers.
     case "azure":
       return "scsi";
+    // The controller the Workload's bus maps to on our QEMU (clouds/local/machine.ts).
     case "local":
+      return specBus ?? "virtio";
     case "kvm":
       return "virtio";
     case "vsphere":
@@ -54,6 +56,8 @@ export interface FixedSourceRequest {
   readonly firmware: FirmwareType;
   readonly bus?: DiskBus;
   readonly testBoot?: TestBootPolicy;
+  /** Boot on this bus instead of the target's (testBootBus). */
+  readonly testBootBusOverride?: LocalDiskBus;
   /** A folder for the overlay, removed on release. */
   readonly workDir: string;
   readonly onStep?: (line: string) => void;
@@ -92,7 +96,7 @@ export async function fixedSource(request: FixedSourceRequest): Promise<FixedSou
     let testBoot: TestBootResult | undefined;
     if (request.testBoot !== undefined) {
       const { testBoot: boot } = await import("../clouds/local/test-boot.ts");
-      const bus = testBootBus(request.target, request.bus);
+      const bus = request.testBootBusOverride ?? testBootBus(request.target, request.bus);
       request.onStep?.(`test boot on ${bus} (${request.firmware}), waiting for "${request.testBoot.marker}"`);
       testBoot = await boot(view.overlay, { firmware: request.firmware, marker: request.testBoot.marker, bus, format: "qcow2", timeoutMs: request.testBoot.timeoutSeconds * 1000 });
       if (testBoot.kind !== "booted") {

@@ -381,7 +381,10 @@ async function readInitramfs(root: LinuxRoot, bootFs: LinuxRoot | undefined, ver
  */
 function initramfsFindings(target: InspectTarget, requirements: readonly DriverRequirement[], boot: KernelScan, initramfs: { listing: InitramfsListing; path: string }): Finding[] {
   const missing: string[] = [];
-  for (const requirement of requirements.filter((r) => r.role !== "network" && r.severity === "error")) {
+  const storage = requirements.filter((r) => r.role === "storage").flatMap((r) => r.anyOf);
+  // A bus driver matters at boot only under the disk's driver (virtio_pci under virtio_scsi, hv_vmbus under hv_storvsc).
+  const underDisk = (r: DriverRequirement): boolean => r.role === "storage" || (r.role === "bus" && r.anyOf.some((bus) => storage.some((s) => s.split("_")[0] === bus.split("_")[0])));
+  for (const requirement of requirements.filter((r) => r.severity === "error" && underDisk(r))) {
     const available = requirement.anyOf.filter((name) => boot.present.has(name));
     // Built into the kernel, or no module to add (INSPECT_DRIVER_MISSING says so): nothing to say here.
     if (available.length === 0 || available.some((name) => boot.builtin.has(name) || initramfs.listing.modules.has(name))) continue;

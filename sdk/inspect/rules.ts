@@ -41,7 +41,16 @@ const VSPHERE_BUS_WINDOWS_DRIVER: Readonly<Record<DiskBus, readonly string[]>> =
   nvme: ["stornvme.sys"],
 };
 
-export function linuxRequirements(target: InspectTarget, diskBus: DiskBus = "scsi"): DriverRequirement[] {
+/** The Linux driver of the controller each bus maps to on the local QEMU target. */
+const LOCAL_BUS_DRIVER: Readonly<Record<DiskBus, readonly string[]>> = {
+  scsi: ["virtio_scsi"],
+  sata: ["ahci"],
+  ide: ["ata_piix"],
+  nvme: ["nvme"],
+};
+
+export function linuxRequirements(target: InspectTarget, busOfDisk?: DiskBus): DriverRequirement[] {
+  const diskBus = busOfDisk ?? "scsi";
   switch (target) {
     case "aws":
       return [
@@ -55,10 +64,17 @@ export function linuxRequirements(target: InspectTarget, diskBus: DiskBus = "scs
         { anyOf: ["hv_netvsc"], role: "network", severity: "error" },
       ];
     case "kvm":
-    case "local":
       return [
         { anyOf: ["virtio_pci"], role: "bus", severity: "error" },
         { anyOf: ["virtio_blk", "virtio_scsi"], role: "storage", severity: "error" },
+        { anyOf: ["virtio_net"], role: "network", severity: "error" },
+      ];
+    case "local":
+      // Our QEMU attaches the disk on the controller its bus maps to (clouds/local/qemu-args.ts);
+      // the NIC is virtio-net either way.
+      return [
+        { anyOf: ["virtio_pci"], role: "bus", severity: "error" },
+        { anyOf: busOfDisk === undefined ? ["virtio_blk", "virtio_scsi"] : LOCAL_BUS_DRIVER[busOfDisk], role: "storage", severity: "error" },
         { anyOf: ["virtio_net"], role: "network", severity: "error" },
       ];
     case "vsphere":

@@ -9,8 +9,8 @@ import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import type { VsphereClient } from "../clouds/vsphere/client.ts";
 import { vsphereConnectionFromEnv, type VsphereConnection, type VsphereSettings } from "../clouds/vsphere/disk-url.ts";
-import { placeDisk, recordTimings, removeDisk } from "./disk-placement.ts";
-import { cutover, type CutoverRecord } from "./migrate.ts";
+import { placeDisk, recordTimings, removeDisk, type AppliedFixups, type DiskFixups } from "./disk-placement.ts";
+import { cutover, CutoverError, type CutoverRecord } from "./migrate.ts";
 import { plainName } from "./targets.ts";
 import type { DiskReplication, HealthResult, Machine } from "./types.ts";
 import type { ReplicateProgress } from "../transfer/replicate.ts";
@@ -212,6 +212,10 @@ export interface MoveRequest {
   readonly gracefulTimeoutMs?: number;
   /** A progress callback for each disk's final pass (it runs while the source is down). */
   readonly onDiskProgress?: (diskId: string) => ((progress: ReplicateProgress) => void) | undefined;
+  /** The boot disk's guest fixups: applied to the final state, and their time recorded. */
+  readonly fixups?: DiskFixups & { readonly disk: string };
+  /** Steps worth a log line (each fixup). */
+  readonly onStep?: (line: string) => void;
 }
 
 export interface MoveResult {
@@ -232,6 +236,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
   const placed = new Map<string, PlacedDiskRef>();
   let state: MachineState | undefined;
   const verifiedBlocks = new Map<string, number>();
+  const fixupsApplied = new Map<string, AppliedFixups>();
   const disks: DiskReplication[] = to.disks.map((disk) => {
     const old = from.disks.find((d) => d.id === disk.id);
     if (old === undefined) throw new PortableError("MOVE_DISK_UNKNOWN", `move ${to.workload.name}: disk ${disk.id} has no copy on the old placement`);
@@ -248,7 +253,11 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
           stateDir: request.stateDir,
           verify: request.verify === "full" ? { mode: "full" } : request.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
           ...(from.vsphere ?? to.vsphere ? { vsphere: (to.vsphere ?? from.vsphere)! } : {}),
+          // The final state gets the fixups again (no test boot: the real boot follows at once).
+          ...(request.fixups?.disk === disk.id ? { fixups: { ...request.fixups, testBoot: undefined } } : {}),
+          ...(request.onStep ? { onStep: request.onStep } : {}),
         });
+        if (result.fixups !== undefined) fixupsApplied.set(disk.id, result.fixups);
         placed.set(disk.id, { id: disk.id, location: result.location, target: disk.target });
         verifiedBlocks.set(disk.id, result.verifiedBlocks);
         return result;
@@ -276,7 +285,12 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
       return { graceful: true };
     },
   };
-  const record = await cutover({
+  const withFixups = (record: CutoverRecord): CutoverRecord => {
+    const [disk, applied] = [...fixupsApplied.entries()][0] ?? [];
+    if (disk !== undefined && applied !== undefined) record.fixups = { disk, seconds: applied.seconds, applied: applied.outcomes.map((o) => ({ kind: o.kind, detail: o.detail, seconds: o.seconds })) };
+    return record;
+  };
+  const record = withFixups(await cutover({
     source,
     target,
     disks,
@@ -289,7 +303,10 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
       // A local guest that printed its marker may have powered off by itself: the marker is the proof.
       return { ok: state.running, detail: state.bootSeconds === undefined ? "running" : `up in ${state.bootSeconds.toFixed(1)} s` };
     },
-  });
+  }).catch((error: unknown) => {
+    if (error instanceof CutoverError) withFixups(error.record);
+    throw error;
+  }));
   if (request.deleteSource) {
     await destroyMachine(from, from.machineId);
     for (const disk of from.disks) {

@@ -119,6 +119,8 @@ export interface CutoverRecord {
   /** From the source's stop to the target's passing health check (or the source's restart). */
   downtimeMs?: number;
   finalPass?: PassRecord;
+  /** The guest fixups applied to the final state (inside the final pass, so inside the downtime). */
+  fixups?: { readonly disk: string; readonly seconds: number; readonly applied: ReadonlyArray<{ readonly kind: string; readonly detail: string; readonly seconds: number }> };
   verify?: VerifyResult[];
   error?: { readonly code: string; readonly message: string };
 }

@@ -108,7 +108,8 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     const stopSeconds = timings[fromKind]?.stopSeconds ?? input.stopGraceSeconds ?? 30;
     const toKind = input.placement.kind;
     // Fixups apply when something moves; an in-place run changes nothing in the guest.
-    const fixups = planFixups(sources.length === 0 ? "none" : (input.fixups ?? "none"), input.testBoot, findings, toKind, timings[toKind]?.fixupSeconds);
+    const bootMoves = planned.some((d) => d.disk === bootDiskOf(input.workload)?.id && d.action !== "in-place");
+    const fixups = planFixups(bootMoves ? (input.fixups ?? "none") : "none", bootMoves ? input.testBoot : undefined, findings, toKind, timings[toKind]?.fixupSeconds);
     const plan = await planMigration(sources, { mode: input.mode, bootSeconds, stopSeconds, fixupSeconds: fixups.list.length > 0 ? fixups.seconds : 0 });
     // What the fixups answer is no longer an error that blocks the move.
     const answered = new Set(fixups.missing === undefined ? answeredFindings(fixups.list, findings) : []);
