@@ -11,7 +11,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import type { Fixup } from "../spec/fixups.ts";
 import { describeFixup } from "./derive.ts";
-import { FixupError, GuestfsSession } from "./guestfs.ts";
+import { FixupError, GuestfsSession, requireGuestfish } from "./guestfs.ts";
 
 const exec = promisify(execFile);
 
@@ -52,6 +52,7 @@ export interface ApplyFixupsOptions {
 /** Makes the overlay and applies every fixup to it. On failure nothing is left behind. */
 export async function applyFixups(options: ApplyFixupsOptions): Promise<FixedView> {
   const started = performance.now();
+  requireGuestfish();
   await mkdir(options.workDir, { recursive: true });
   const overlay = join(options.workDir, "fixups.qcow2");
   const release = () => rm(options.workDir, { recursive: true, force: true });
@@ -59,7 +60,7 @@ export async function applyFixups(options: ApplyFixupsOptions): Promise<FixedVie
     await exec("qemu-img", ["create", "-q", "-f", "qcow2", "-F", options.format, "-b", resolve(options.image), overlay]).catch((error: { stderr?: string }) => {
       throw new FixupError("FIXUP_OVERLAY_FAILED", `qemu-img could not put an overlay on ${options.image}: ${(error.stderr ?? String(error)).trim()}`);
     });
-    const session = await GuestfsSession.open(overlay, "qcow2");
+    const session = await GuestfsSession.open(overlay, "qcow2", join(options.workDir, "guestfish.log"));
     const outcomes: FixupOutcome[] = [];
     try {
       await requireLinux(session);

@@ -10,6 +10,9 @@
 // KVM is unusable on these machines: without a usable /dev/kvm the appliance runs under TCG
 // (LIBGUESTFS_BACKEND_SETTINGS=force_tcg), which is slower but the same.
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { open as openFile, readFile } from "node:fs/promises";
+import { delimiter, join } from "node:path";
 import { PortableError } from "../errors.ts";
 import { resolveAccel } from "../clouds/local/accel.ts";
 
@@ -20,6 +23,22 @@ export const COMMAND_TIMEOUT_MS = 900_000;
 const OUTPUT_LIMIT_BYTES = 4 * 1024 * 1024;
 
 export class FixupError extends PortableError {}
+
+export const GUESTFS_MISSING = "fixups need libguestfs: guestfish is not on PATH (install Debian's libguestfs-tools and linux-image-amd64; `npm run setup` does)";
+
+/** Where guestfish is on PATH; undefined when libguestfs is not installed. */
+export function findGuestfish(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  for (const dir of (env.PATH ?? "").split(delimiter).filter(Boolean)) {
+    const path = join(dir, "guestfish");
+    if (existsSync(path)) return path;
+  }
+  return undefined;
+}
+
+/** Fails with FIXUP_ENGINE_MISSING, before anything is made, when libguestfs is not installed. */
+export function requireGuestfish(): void {
+  if (findGuestfish() === undefined) throw new FixupError("FIXUP_ENGINE_MISSING", GUESTFS_MISSING);
+}
 
 /** The local target's KVM probe decides: a /dev/kvm that cannot run a guest means TCG. */
 async function guestfsEnv(): Promise<NodeJS.ProcessEnv> {
@@ -38,19 +57,20 @@ interface Run {
   readonly stderr: string;
 }
 
-function run(args: readonly string[], timeoutMs: number, env: NodeJS.ProcessEnv): Promise<Run> {
+/** Runs guestfish; its stderr goes to `stderrFd` (the session's log) when given. */
+function run(args: readonly string[], timeoutMs: number, env: NodeJS.ProcessEnv, stderrFd?: number): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn("guestfish", [...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("guestfish", [...args], { env, stdio: ["ignore", "pipe", stderrFd ?? "pipe"] });
     let stdout = "";
     let stderr = "";
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.stdout.on("data", (chunk: Buffer) => {
+    child.stdout!.on("data", (chunk: Buffer) => {
       if (stdout.length < OUTPUT_LIMIT_BYTES) stdout += chunk.toString("utf8");
     });
-    child.stderr.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString("utf8")).slice(-16384)));
+    child.stderr?.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString("utf8")).slice(-16384)));
     child.once("error", (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (error.code === "ENOENT") reject(new FixupError("FIXUP_ENGINE_MISSING", "fixups need libguestfs: guestfish is not on PATH (install Debian's libguestfs-tools and linux-image-amd64; `npm run setup` does)"));
+      if (error.code === "ENOENT") reject(new FixupError("FIXUP_ENGINE_MISSING", GUESTFS_MISSING));
       else reject(error);
     });
     // The process, not its pipes: a --listen server forks a daemon that inherits stderr, so
@@ -60,11 +80,11 @@ function run(args: readonly string[], timeoutMs: number, env: NodeJS.ProcessEnv)
     const settle = (): void => {
       if (exited === undefined || !ended) return;
       clearTimeout(timer);
-      child.stderr.destroy();
+      child.stderr?.destroy();
       if (exited.signal === "SIGKILL") reject(new FixupError("FIXUP_TIMEOUT", `libguestfs: guestfish ${args.filter((a) => !a.startsWith("--remote")).slice(0, 2).join(" ")} took more than ${timeoutMs / 1000} s`));
       else resolve({ code: exited.code, stdout, stderr });
     };
-    child.stdout.once("end", () => {
+    child.stdout!.once("end", () => {
       ended = true;
       settle();
     });
@@ -74,6 +94,11 @@ function run(args: readonly string[], timeoutMs: number, env: NodeJS.ProcessEnv)
       setTimeout(settle, 50);
     });
   });
+}
+
+/** The end of the session's log: the latest errors. */
+async function tail(path: string): Promise<string> {
+  return (await readFile(path, "utf8").catch(() => "")).slice(-4000);
 }
 
 /** A coded error for what libguestfs said. */
@@ -89,19 +114,30 @@ export class GuestfsSession {
   private closed = false;
   readonly pid: number;
   private readonly env: NodeJS.ProcessEnv;
+  private readonly logPath: string;
 
-  private constructor(pid: number, env: NodeJS.ProcessEnv) {
+  private constructor(pid: number, env: NodeJS.ProcessEnv, logPath: string) {
     this.pid = pid;
     this.env = env;
+    this.logPath = logPath;
   }
 
-  /** Starts an appliance on `image` (read-write) with the guest's filesystems mounted. */
-  static async open(image: string, format: string): Promise<GuestfsSession> {
+  /**
+   * Starts an appliance on `image` (read-write) with the guest's filesystems mounted. The
+   * server's stderr (where a remote command's error is printed) goes to `logPath`.
+   */
+  static async open(image: string, format: string, logPath: string): Promise<GuestfsSession> {
     const env = await guestfsEnv();
-    const started = await run(["--listen", "--rw", `--format=${format}`, "-a", image, "-i"], LAUNCH_TIMEOUT_MS, env);
+    const log = await openFile(logPath, "a");
+    let started: Run;
+    try {
+      started = await run(["--listen", "--rw", `--format=${format}`, "-a", image, "-i"], LAUNCH_TIMEOUT_MS, env, log.fd);
+    } finally {
+      await log.close();
+    }
     const pid = /GUESTFISH_PID=(\d+)/.exec(started.stdout)?.[1];
-    if (started.code !== 0 || pid === undefined) throw classifyGuestfsError(started.stderr || started.stdout, `libguestfs on ${image}`);
-    return new GuestfsSession(Number(pid), env);
+    if (started.code !== 0 || pid === undefined) throw classifyGuestfsError(await tail(logPath) || started.stdout, `libguestfs on ${image}`);
+    return new GuestfsSession(Number(pid), env, logPath);
   }
 
   /** Runs one guestfish command; its output, trailing newline removed. */
@@ -109,10 +145,11 @@ export class GuestfsSession {
     if (this.closed) throw new FixupError("FIXUP_FAILED", `libguestfs: ${command} after the session ended`);
     const result = await run([`--remote=${this.pid}`, "--", command, ...args], COMMAND_TIMEOUT_MS, this.env);
     if (result.code !== 0) {
-      // The remote guestfish stops at its first failed command: the session is over.
+      // The remote guestfish stops at its first failed command: the session is over. It printed
+      // the error on its own stderr, the session's log.
       this.closed = true;
       await this.waitGone();
-      throw classifyGuestfsError(result.stderr || result.stdout, `libguestfs ${command}`);
+      throw classifyGuestfsError(`${result.stderr}\n${await tail(this.logPath)}`.trim() || result.stdout, `libguestfs ${command}`);
     }
     return result.stdout.replace(/\n$/, "");
   }

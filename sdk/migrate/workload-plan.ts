@@ -3,8 +3,6 @@
 // (exact: against the replica's manifest when one exists there, so a flip back is a delta),
 // the conversion, the expected downtime, and readiness findings for the target from inspecting
 // the guest on the disk.
-import { existsSync } from "node:fs";
-import { delimiter, join } from "node:path";
 import { FileReplicaStore, type CommittedReplica } from "../transfer/checkpoint.ts";
 import { openSource } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
@@ -17,6 +15,7 @@ import { describePlan, planMigration, type MigrationPlan } from "./plan.ts";
 import { bootDiskOf } from "./targets.ts";
 import { formatBytes } from "../units.ts";
 import { vsphereConnectionFromEnv } from "../clouds/vsphere/disk-url.ts";
+import { findGuestfish, GUESTFS_MISSING } from "../fixups/guestfs.ts";
 import { answeredFindings, describeFixup, estimateFixupSeconds, resolveFixups } from "../fixups/derive.ts";
 import type { Fixup, FixupsPolicy, TestBootPolicy } from "../spec/fixups.ts";
 
@@ -157,10 +156,9 @@ function planFixups(policy: FixupsPolicy, testBoot: TestBootPolicy | undefined, 
   };
 }
 
-/** guestfish on PATH, as the fixups run it; the plan names what is missing. */
+/** The plan names what is missing when libguestfs is not installed. */
 function libguestfsMissing(): string | undefined {
-  const dirs = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
-  return dirs.some((dir) => existsSync(join(dir, "guestfish"))) ? undefined : "libguestfs is not installed (guestfish is not on PATH): install Debian's libguestfs-tools and linux-image-amd64 (npm run setup does)";
+  return findGuestfish() === undefined ? GUESTFS_MISSING : undefined;
 }
 
 function fixupLines(fixups: PlannedFixups): string[] {
