@@ -195,7 +195,21 @@ export class WorkloadValidationError extends InvalidArgsError {
 }
 
 export function issuesOf(error: z.ZodError): SpecIssue[] {
-  return error.issues.map((issue) => ({ code: issue.code, path: issue.path.map(String).join("."), message: issue.message }));
+  return error.issues.flatMap((issue) => flatten(issue, []));
+}
+
+/**
+ * A union none of whose options took the value: when exactly one option accepted its type (the
+ * others failed at their root with invalid_type or invalid_value), that option's issues are the
+ * useful ones, with their own paths ("fixups.0.drivers.0", not "fixups: invalid input").
+ */
+function flatten(issue: z.core.$ZodIssue, prefix: readonly PropertyKey[]): SpecIssue[] {
+  const path = [...prefix, ...issue.path];
+  if (issue.code === "invalid_union" && issue.errors.length > 0) {
+    const typed = issue.errors.filter((branch) => !branch.every((i) => i.path.length === 0 && (i.code === "invalid_type" || i.code === "invalid_value")));
+    if (typed.length === 1) return typed[0]!.flatMap((inner) => flatten(inner, path));
+  }
+  return [{ code: issue.code, path: path.map(String).join("."), message: issue.message }];
 }
 
 export type SafeWorkload = { readonly success: true; readonly workload: Workload } | { readonly success: false; readonly issues: readonly SpecIssue[] };
