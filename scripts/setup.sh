@@ -8,11 +8,12 @@ ROOT=$PWD
 # time: GNU time measures wall time and peak RSS in the benchmarks. busybox … fuse3 build the
 # test guests (boot images, inspection images) without loop mounts; libvirt-clients validates
 # rendered domain XML. libguestfs-tools (its appliance boots linux-image-amd64) applies the guest
-# fixups; mmdebstrap builds the Debian test guest they are tested on; virt-v2v is their peer.
+# fixups; mmdebstrap builds the Debian test guest they are tested on; virt-v2v (with nbdkit and
+# nbdcopy, which it runs) is their peer in `npm run compare:v2v`.
 APT_PACKAGES=(qemu-utils qemu-system-x86 ovmf bzip2 time
   busybox-static cpio syslinux syslinux-common extlinux mtools dosfstools grub-efi-amd64-bin grub-pc-bin grub-common
   e2fsprogs fdisk gdisk xfsprogs btrfs-progs ntfs-3g libvirt-clients libxml2-utils xz-utils zstd fuse3
-  libguestfs-tools linux-image-amd64 mmdebstrap virt-v2v)
+  libguestfs-tools linux-image-amd64 mmdebstrap virt-v2v nbdkit libnbd-bin)
 PULUMI_VERSION=$(awk '$1 == "github.com/pulumi/pulumi/pkg/v3" { sub(/^v/, "", $2); print $2 }' tools/pulumi/go.mod)
 PULUMI_BIN="$HOME/.pulumi/versions/$PULUMI_VERSION/bin"
 GOVMOMI_VERSION=$(awk '$1 == "github.com/vmware/govmomi" { print $2 }' tools/vcsim/go.mod)
