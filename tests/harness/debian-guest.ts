@@ -14,7 +14,8 @@
 // the guest's own initramfs prints "Gave up waiting for root file system device" either way.
 // GRUB (BIOS) is written by hand as in boot-image.ts; the root is ext4 built with mke2fs -d.
 //
-// Determinism: mmdebstrap runs with SOURCE_DATE_EPOCH, and the cache key covers the builder,
+// Determinism: mmdebstrap runs with boot-image.ts's SOURCE_DATE_EPOCH (its tool environment), the
+// ext4 times are pinned as there, and the cache key covers the builder,
 // the package list and the versions apt resolves them to. The image is shared: copy it first.
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -27,7 +28,6 @@ export const DEBIAN_GUEST_MARKER = "PORTABLE-GUEST-UP";
 export const DEBIAN_GUEST_ROOT_UUID = "5a7e5a7e-0d1b-4c2d-9e3f-a0b1c2d3e4f5";
 /** Bump when the guest changes, so cached images are rebuilt. */
 const BUILDER_VERSION = 1;
-const SOURCE_DATE_EPOCH = 1_700_000_000;
 const SIZE_BYTES = 1024 * 1024 * 1024;
 /** Debian's own redirector; the registry this machine reaches. */
 const DEBIAN_MIRROR = process.env.PORTABLE_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
@@ -147,5 +147,5 @@ export async function buildDebianGuest(): Promise<DebianGuest> {
 if (import.meta.main) {
   const started = performance.now();
   const guest = await buildDebianGuest();
-  console.log(`debian guest: ${guest.path} (kernel ${guest.kernelVersion}, ${((performance.now() - started) / 1000).toFixed(1)} s)`);
+  process.stdout.write(`debian guest: ${guest.path} (kernel ${guest.kernelVersion}, ${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
 }
