@@ -14,6 +14,7 @@ describe("portable <command> --help", () => {
     [["replicate"], /^usage: portable replicate\b/],
     [["plan"], /^usage: portable plan\b/],
     [["plan-comment"], /^usage: portable plan-comment\b/],
+    [["test-boot"], /^usage: portable test-boot\b/],
     [["vsphere"], /^usage: portable vsphere\b/],
     [["vsphere", "ls"], /^usage: portable vsphere\b[^]*\bls\b/],
     [["vsphere", "copy-disk"], /^usage: portable vsphere\b[^]*\bcopy-disk\b/],
