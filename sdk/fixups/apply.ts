@@ -1,5 +1,6 @@
 // Applies guest fixups (spec/fixups.ts) to a copy-on-write view of a source disk: a qcow2
-// overlay whose backing file is the source, opened read-only. libguestfs writes only the
+// overlay whose backing file is the source, opened read-only (a local image directly, any other
+// source through a read-only NBD export). libguestfs writes only the
 // overlay; the pipe then reads the overlay (the source's blocks plus the changed clusters), so
 // the source is never written and the changes travel with the copy.
 //
@@ -9,7 +10,11 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, posix, resolve } from "node:path";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
+import type { DiskSource } from "../disk/types.ts";
 import type { Fixup } from "../spec/fixups.ts";
+import { exportDisk } from "./nbd-export.ts";
 import { describeFixup } from "./derive.ts";
 import { FixupError, GuestfsSession, requireGuestfish } from "./guestfs.ts";
 
@@ -39,10 +44,13 @@ export interface FixedView {
 }
 
 export interface ApplyFixupsOptions {
-  /** The source disk: a local image file, never written. */
-  readonly image: string;
-  /** Its QEMU format name (raw, qcow2, vmdk, vpc, vhdx). */
-  readonly format: string;
+  /**
+   * The source disk: a local image file QEMU opens read-only as the overlay's backing file, or
+   * any DiskSource, which QEMU then reads through a read-only NBD export of ours (nbd-export.ts).
+   */
+  readonly image: string | DiskSource;
+  /** A file image's QEMU format name (raw, qcow2, vmdk, vpc, vhdx); a DiskSource is exported raw. */
+  readonly format?: string;
   readonly fixups: readonly Fixup[];
   /** Where the overlay is made (a folder of its own; removed on release). */
   readonly workDir: string;
@@ -55,10 +63,16 @@ export async function applyFixups(options: ApplyFixupsOptions): Promise<FixedVie
   requireGuestfish();
   await mkdir(options.workDir, { recursive: true });
   const overlay = join(options.workDir, "fixups.qcow2");
-  const release = () => rm(options.workDir, { recursive: true, force: true });
+  // A Unix socket path must stay under 108 bytes: in the temp folder, not the work folder.
+  const exported = typeof options.image === "string" ? undefined : await exportDisk(options.image, join(tmpdir(), `pw-nbd-${process.pid}-${randomBytes(4).toString("hex")}.sock`));
+  const release = async (): Promise<void> => {
+    await exported?.close();
+    await rm(options.workDir, { recursive: true, force: true });
+  };
+  const backing = exported === undefined ? { file: resolve(options.image as string), format: options.format ?? "raw" } : { file: exported.url, format: "raw" };
   try {
-    await exec("qemu-img", ["create", "-q", "-f", "qcow2", "-F", options.format, "-b", resolve(options.image), overlay]).catch((error: { stderr?: string }) => {
-      throw new FixupError("FIXUP_OVERLAY_FAILED", `qemu-img could not put an overlay on ${options.image}: ${(error.stderr ?? String(error)).trim()}`);
+    await exec("qemu-img", ["create", "-q", "-f", "qcow2", "-F", backing.format, "-b", backing.file, overlay]).catch((error: { stderr?: string }) => {
+      throw new FixupError("FIXUP_OVERLAY_FAILED", `qemu-img could not put an overlay on ${backing.file}: ${(error.stderr ?? String(error)).trim()}`);
     });
     const session = await GuestfsSession.open(overlay, "qcow2", join(options.workDir, "guestfish.log"));
     const outcomes: FixupOutcome[] = [];

@@ -42,14 +42,14 @@ export function testBootBus(target: InspectTarget, specBus: DiskBus | undefined)
 
 export interface FixedSourceRequest {
   /**
-   * The source image: a local file, opened read-only by QEMU as the overlay's backing file.
-   * Undefined for a source QEMU cannot open (a cloud snapshot, a vSphere disk, an OVA entry):
-   * fixups on it fail with FIXUP_SOURCE_NOT_LOCAL.
+   * The source as a local image file, which QEMU opens read-only as the overlay's backing file.
+   * Undefined for a source QEMU cannot open itself (a cloud snapshot, a vSphere disk, an OVA
+   * entry): QEMU then reads `source` through a read-only NBD export of ours.
    */
   readonly image?: string;
-  /** Its format (the engine's name: raw, qcow2, vmdk, vhd, vhdx). */
+  /** The image's format (the engine's name: raw, qcow2, vmdk, vhd, vhdx). */
   readonly format: string;
-  /** The same image opened by the engine (the overlay's backing disk); not closed here. */
+  /** The source opened by the engine (the overlay's backing disk for our reader); not closed here. */
   readonly source: DiskSource;
   readonly policy: FixupsPolicy;
   readonly target: InspectTarget;
@@ -82,12 +82,8 @@ export async function fixedSource(request: FixedSourceRequest): Promise<FixedSou
     fixups = resolveFixups("auto", report.findings, request.target);
   } else fixups = resolveFixups(request.policy, [], request.target);
   if (fixups.length === 0 && request.testBoot === undefined) return { source: request.source, fixups, outcomes: [], seconds: 0, release: async () => {} };
-  if (request.image === undefined) {
-    throw new FixupError("FIXUP_SOURCE_NOT_LOCAL", `fixups (${fixups.length === 0 ? "a test boot" : fixups.map((f) => f.kind).join(", ")}) need the source as a local image file, which QEMU opens as the overlay's backing file; this source (${request.source.format}) is not one (cloud, vSphere and OVA sources are not fixed up yet: move the disk to a local datastore first)`);
-  }
   const view = await applyFixups({
-    image: request.image,
-    format: qemuDiskFormat(request.format),
+    ...(request.image === undefined ? { image: request.source } : { image: request.image, format: qemuDiskFormat(request.format) }),
     fixups,
     workDir: request.workDir,
     ...(request.onStep ? { onFixup: (o: FixupOutcome) => request.onStep!(`fixup ${o.kind}: ${o.detail} (${o.seconds.toFixed(1)} s)`) } : {}),

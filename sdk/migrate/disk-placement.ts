@@ -139,8 +139,8 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
 
 /**
  * The fixed-up view of a boot disk's source, when its fixups change anything or a test boot is
- * asked for. QEMU reads the source as the overlay's backing file, so it must be a local image:
- * a file, or a replica in a local datastore.
+ * asked for. QEMU reads the source as the overlay's backing file: directly when it is a local
+ * image (a file, or a replica in a local datastore), through our NBD export otherwise.
  */
 async function fixSource(args: PlaceDiskArgs, source: DiskSource, key: string): Promise<FixedSource | undefined> {
   if (args.fixups === undefined || (args.fixups.policy === "none" && args.fixups.testBoot === undefined)) return undefined;

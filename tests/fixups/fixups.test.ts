@@ -3,8 +3,9 @@
 // - Without fixups the guest does not boot on virtio: a coded result (its initramfs finds no root).
 // - With fixups "auto" it boots (the marker on the serial console), the view the pipe reads
 //   carries the changes (inspection no longer finds the problems), and the source is unchanged.
-// - Hostile guests (no initramfs tool, an unreadable root, a read-only filesystem), a source QEMU
-//   cannot open and a machine without libguestfs end in coded errors, the source unchanged.
+// - A source QEMU cannot open itself is read through our NBD export, with the same result.
+// - Hostile guests (no initramfs tool, an unreadable root, a read-only filesystem) and a machine
+//   without libguestfs end in coded errors, the source unchanged.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { copyFile, mkdtemp, open, rm } from "node:fs/promises";
@@ -140,11 +141,17 @@ describe("guest fixups on a real Debian guest (libguestfs, QEMU under TCG)", { t
     assert.equal(await fileSha256(copy.path), copy.sha);
   });
 
-  it("GIVEN a source QEMU cannot open (no local image) WHEN auto finds fixups THEN FIXUP_SOURCE_NOT_LOCAL before anything runs", async () => {
-    const { image: _image, ...withoutImage } = request({ policy: "auto" });
-    const error = await rejection(fixedSource(withoutImage));
-    assert.equal(error.code, "FIXUP_SOURCE_NOT_LOCAL");
-    assert.match(error.message, /initramfs-drivers, device-names/);
+  it("GIVEN a source that is no local file WHEN fixed up THEN QEMU reads it through our NBD export, the view carries the change, and the source is unchanged", async () => {
+    const { image: _image, ...withoutImage } = request({ policy: [{ kind: "device-names" }] });
+    const fixed = await fixedSource(withoutImage);
+    try {
+      assert.match(fixed.outcomes[0]?.detail ?? "", new RegExp(`fstab /dev/sda1 → UUID=${guest.rootUuid}`));
+      const report = await inspectGuest(fixed.source, { targets: ["local"] });
+      assert.ok(!report.findings.some((f) => f.code === "INSPECT_FSTAB_DEVICE_NAME" || f.code === "INSPECT_GRUB_DEVICE_NAME"), report.findings.map((f) => f.code).join(","));
+    } finally {
+      await fixed.release();
+    }
+    assert.equal(await fileSha256(image), imageSha);
   });
 
   it("GIVEN a machine without libguestfs WHEN fixups run THEN FIXUP_ENGINE_MISSING names the package, and nothing is made", async () => {
