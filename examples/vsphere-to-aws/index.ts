@@ -21,7 +21,9 @@ const app = new Workload("erp", {
     subnetId: config.require("subnetId"),
     securityGroupIds: config.requireObject<string[]>("securityGroupIds"),
   },
-  migration: { mode: "warm", source: "keep" },
+  // A VMware guest's initramfs rarely has NVMe, and its fstab says /dev/sda: "auto" adds the driver
+  // and names filesystems by UUID, on an overlay of the source (the source is never written).
+  migration: { mode: "warm", source: "keep", fixups: "auto" },
 });
 
 export const instanceId = app.machineId;
