@@ -27,6 +27,13 @@ export function usageError(message: string, usage: string = usageText): never {
   throw new InvalidArgsError("USAGE", `${message}\n\n${usage}`);
 }
 
+/** A flag's value, one of `allowed` (undefined when the flag is absent); else a usage error. */
+export function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], flag: string, usage: string): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) throw new InvalidArgsError("USAGE", `${flag} must be one of ${allowed.join(", ")}, got "${value}"\n\nusage: portable ${usage}`);
+  return value as T;
+}
+
 export async function withDisk<T>(path: string, format: string | undefined, fn: (disk: DiskSource) => Promise<T>): Promise<T> {
   const disk = await openSource(path, format);
   try {

@@ -8,16 +8,12 @@ import { INSPECT_TARGETS, type InspectTarget, type ReadinessReport } from "../in
 import { openSource } from "../clouds/registry.ts";
 import { ARCHITECTURES, DISK_BUSES, FIRMWARE_TYPES, type Architecture, type DiskBus, type FirmwareType } from "../spec/workload.ts";
 import { INSPECT_GUEST_USAGE } from "./usage.ts";
+import { oneOf } from "./common.ts";
 
 
 /** Exit code when the report holds at least one error finding (as `compare` uses 1 for "different"). */
 const EXIT_NOT_READY = 1;
 
-function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], flag: string): T | undefined {
-  if (value === undefined) return undefined;
-  if (!(allowed as readonly string[]).includes(value)) throw new InvalidArgsError("USAGE", `${flag} must be one of ${allowed.join(", ")}, got "${value}"\n\nusage: portable ${INSPECT_GUEST_USAGE}`);
-  return value as T;
-}
 
 /** Renders the report for people: a summary, the drivers per target, then the findings. */
 export function renderReport(image: string, report: ReadinessReport): string {
@@ -58,10 +54,10 @@ export async function inspectGuestCommand(args: string[]): Promise<number> {
     },
   });
   if (values.guest === undefined || positionals.length > 0) throw new InvalidArgsError("USAGE", `inspect --guest takes one image and no other arguments\n\nusage: portable ${INSPECT_GUEST_USAGE}`);
-  const targets = values.target?.flatMap((t) => t.split(",")).map((t) => oneOf<InspectTarget>(t, INSPECT_TARGETS, "--target") as InspectTarget);
-  const firmware = oneOf<FirmwareType>(values.firmware, FIRMWARE_TYPES, "--firmware");
-  const architecture = oneOf<Architecture>(values.arch, ARCHITECTURES, "--arch");
-  const diskBus = oneOf<DiskBus>(values.bus, DISK_BUSES, "--bus");
+  const targets = values.target?.flatMap((t) => t.split(",")).map((t) => oneOf<InspectTarget>(t, INSPECT_TARGETS, "--target", INSPECT_GUEST_USAGE) as InspectTarget);
+  const firmware = oneOf<FirmwareType>(values.firmware, FIRMWARE_TYPES, "--firmware", INSPECT_GUEST_USAGE);
+  const architecture = oneOf<Architecture>(values.arch, ARCHITECTURES, "--arch", INSPECT_GUEST_USAGE);
+  const diskBus = oneOf<DiskBus>(values.bus, DISK_BUSES, "--bus", INSPECT_GUEST_USAGE);
   const options: InspectOptions = {
     ...(targets === undefined ? {} : { targets }),
     ...(firmware === undefined ? {} : { firmware }),

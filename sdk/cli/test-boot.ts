@@ -14,15 +14,11 @@ import { INSPECT_TARGETS, type InspectTarget } from "../inspect/types.ts";
 import { fixupsPolicySchema } from "../spec/fixups.ts";
 import { FIRMWARE_TYPES, type FirmwareType } from "../spec/workload.ts";
 import { TEST_BOOT_USAGE } from "./usage.ts";
+import { oneOf } from "./common.ts";
 
 /** Exit code when the guest did not boot (as `compare` uses 1 for "different"). */
 const EXIT_NO_BOOT = 1;
 
-function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], flag: string): T | undefined {
-  if (value === undefined) return undefined;
-  if (!(allowed as readonly string[]).includes(value)) throw new InvalidArgsError("USAGE", `${flag} must be one of ${allowed.join(", ")}, got "${value}"\n\nusage: portable ${TEST_BOOT_USAGE}`);
-  return value as T;
-}
 
 export async function testBootCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -41,15 +37,15 @@ export async function testBootCommand(args: string[]): Promise<number> {
   });
   const [image] = positionals;
   if (image === undefined || positionals.length > 1 || values.marker === undefined) throw new InvalidArgsError("USAGE", `test-boot takes one image and --marker\n\nusage: portable ${TEST_BOOT_USAGE}`);
-  const firmware = oneOf<FirmwareType>(values.firmware, FIRMWARE_TYPES, "--firmware") ?? "bios";
-  const target = oneOf<InspectTarget>(values.target, INSPECT_TARGETS, "--target") ?? "local";
+  const firmware = oneOf<FirmwareType>(values.firmware, FIRMWARE_TYPES, "--firmware", TEST_BOOT_USAGE) ?? "bios";
+  const target = oneOf<InspectTarget>(values.target, INSPECT_TARGETS, "--target", TEST_BOOT_USAGE) ?? "local";
   const timeoutSeconds = values.timeout === undefined ? 300 : Number(values.timeout);
   if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 10) throw new InvalidArgsError("USAGE", `--timeout is whole seconds, at least 10, got "${values.timeout}"`);
   const policyText = values.fixups ?? "none";
   const policy = fixupsPolicySchema.safeParse(policyText === "auto" || policyText === "none" ? policyText : JSON.parse(await readFile(policyText, "utf8")));
   if (!policy.success) throw new InvalidArgsError("FIXUPS_INVALID", `--fixups ${policyText}: ${policy.error.issues.map((i) => `${i.path.join(".") || "(list)"}: ${i.message}`).join("; ")}`);
   const { fixedSource, testBootBus } = await import("../fixups/index.ts");
-  const bus: LocalDiskBus = oneOf<LocalDiskBus>(values.bus, LOCAL_DISK_BUSES, "--bus") ?? testBootBus(target, undefined);
+  const bus: LocalDiskBus = oneOf<LocalDiskBus>(values.bus, LOCAL_DISK_BUSES, "--bus", TEST_BOOT_USAGE) ?? testBootBus(target, undefined);
   const source = await openSource(image, values.f);
   const log = (line: string): void => {
     if (values.json !== true) console.error(line);
