@@ -4,7 +4,7 @@
 // Pulumi state keeps the returned reference and digest, never the manifest.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, rmdir, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { openReplicaTarget, openSource } from "../clouds/registry.ts";
@@ -249,8 +249,8 @@ function isLocalDatastoreDisk(target: string): boolean {
 /**
  * Deletes a placed disk's target artefact and everything kept for it: its replica state
  * (manifest, journal, a temp file a killed commit left) and, when it is the disk's current
- * placement, the record of that. A local datastore's disks/ folder and a vSphere disk's
- * datastore folder go too once nothing else is in them.
+ * placement, the record of that. A local datastore's disks/ folder, a vSphere disk's
+ * datastore folder and the state folder's fixups/ go too once nothing else is in them.
  */
 export async function removeDisk(args: { readonly workload: string; readonly disk: string; readonly target: string; readonly stateDir: string; readonly virtualSizeBytes: number; readonly vsphere?: VsphereConnection }): Promise<void> {
   const store = new FileReplicaStore(args.stateDir);
@@ -275,6 +275,12 @@ export async function removeDisk(args: { readonly workload: string; readonly dis
     }
   }
   await store.remove(key);
+  // A fixups overlay a killed run left, and the fixups/ folder once no other disk's overlay is in it.
+  const { fixupWorkDir } = await import("../fixups/index.ts");
+  await rm(fixupWorkDir(args.stateDir, key), { recursive: true, force: true });
+  await rmdir(dirname(fixupWorkDir(args.stateDir, key))).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== "ENOENT" && error.code !== "ENOTEMPTY" && error.code !== "EEXIST") throw error;
+  });
   if (readCurrent(args.stateDir, args.workload, args.disk)?.target === args.target) await rm(currentPath(args.stateDir, args.workload, args.disk), { force: true });
 }
 
