@@ -70,8 +70,12 @@ async function v2v(source: string, sha: string): Promise<Side> {
   await mkdir(out, { recursive: true });
   const started = performance.now();
   // virt-v2v reads the source through a copy-on-write overlay of its own and writes a new disk.
-  await exec("virt-v2v", ["-i", "disk", source, "-o", "local", "-os", out, "-of", "qcow2", "-on", "guest"], { env, maxBuffer: 64 * 1024 * 1024 });
+  const failed = await exec("virt-v2v", ["-i", "disk", source, "-o", "local", "-os", out, "-of", "qcow2", "-on", "guest"], { env, maxBuffer: 64 * 1024 * 1024 }).then(
+    () => undefined,
+    (error: { stderr?: string }) => (error.stderr ?? String(error)).split("\n").find((line) => line.includes("error")) ?? "failed",
+  );
   const seconds = (performance.now() - started) / 1000;
+  if (failed !== undefined) return { tool: "virt-v2v -i disk -o local", seconds, booted: false, bootDetail: `virt-v2v did not convert: ${failed.trim()}`, changed: [], sourceUnchanged: (await fileSha256(source)) === sha };
   const disk = (await readdir(out)).find((f) => f.startsWith("guest-sd"));
   if (disk === undefined) throw new Error(`virt-v2v wrote no disk into ${out}: ${(await readdir(out)).join(", ")}`);
   const result = await boot(join(out, disk), "qcow2");

@@ -66,7 +66,7 @@ function fixupsOf(inputs: DiskInputs): Pick<Placement.PlaceDiskArgs, "fixups" | 
   return { fixups: JSON.parse(inputs.fixups) as Placement.DiskFixups, ...(onStep ? { onStep } : {}) };
 }
 
-/** What the fixups did, for the outputs: [{ kind, detail, seconds }] as JSON, "" when none ran. */
+/** What the fixups did, for the outputs: { seconds, testBootSeconds, applied: [{ kind, detail, seconds }] } as JSON, "" when none ran. */
 function fixupsDone(placed: Placement.PlacedDisk): string {
   return placed.fixups === undefined ? "" : JSON.stringify({ seconds: placed.fixups.seconds, testBootSeconds: placed.fixups.testBootSeconds, applied: placed.fixups.outcomes.map((o) => ({ kind: o.kind, detail: o.detail, seconds: o.seconds })) });
 }

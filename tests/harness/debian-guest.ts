@@ -27,11 +27,12 @@ import { assembleBiosDisk, CACHE_DIR, tool } from "./boot-image.ts";
 export const DEBIAN_GUEST_MARKER = "PORTABLE-GUEST-UP";
 export const DEBIAN_GUEST_ROOT_UUID = "5a7e5a7e-0d1b-4c2d-9e3f-a0b1c2d3e4f5";
 /** Bump when the guest changes, so cached images are rebuilt. */
-const BUILDER_VERSION = 1;
+const BUILDER_VERSION = 2;
 const SIZE_BYTES = 1024 * 1024 * 1024;
 /** Debian's own redirector; the registry this machine reaches. */
 const DEBIAN_MIRROR = process.env.PORTABLE_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
-const PACKAGES = ["linux-image-amd64", "initramfs-tools", "kmod", "udev", "util-linux"];
+/** GRUB's tools are in the guest as on any installed Debian (virt-v2v refuses a guest without grub-mkconfig). */
+const PACKAGES = ["linux-image-amd64", "initramfs-tools", "kmod", "udev", "util-linux", "grub-pc-bin", "grub2-common"];
 /** The controllers of a VMware VM: what a guest's host-only initramfs carries there. */
 export const VMWARE_INITRAMFS_MODULES = ["ahci", "ata_piix", "sd_mod", "mptspi", "vmw_pvscsi", "ext4"];
 /** Module trees no boot of this guest needs: left out of the image to keep it small. */
@@ -79,6 +80,10 @@ function customizeHooks(): string[] {
     `printf '${modules}\\n' >> "$1/etc/initramfs-tools/modules"`,
     `printf '/dev/sda1 / ext4 errors=remount-ro 0 1\\n' > "$1/etc/fstab"`,
     `echo portable-guest > "$1/etc/hostname"`,
+    // What grub-mkconfig (update-grub) regenerates grub.cfg from, as the installer leaves it.
+    `printf 'GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_DISTRIBUTOR=Debian\nGRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=ttyS0,115200 rootdelay=10"\nGRUB_TERMINAL="serial console"\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n' > "$1/etc/default/grub"`,
+    // grub-install's copy of the BIOS modules, which a regenerated grub.cfg loads.
+    `mkdir -p "$1/boot/grub" && cp -r "$1/usr/lib/grub/i386-pc" "$1/boot/grub/"`,
     `chroot "$1" update-initramfs -u -k all`,
     `rm -f "$1"/boot/*.old "$1"/initrd.img.old "$1"/vmlinuz.old`,
     `rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*`,
@@ -138,6 +143,8 @@ export async function buildDebianGuest(): Promise<DebianGuest> {
     await copyFile(partial, staged);
     await rename(staged, path);
     await writeFile(metaPath, JSON.stringify(guest));
+    // Earlier builds of the guest are dead weight (1 GiB each).
+    for (const stale of (await readdir(dir)).filter((f) => f.startsWith("debian12-vmware-") && !f.startsWith(`debian12-vmware-${key}.`))) await rm(join(dir, stale), { force: true });
     return guest;
   } finally {
     await rm(work, { recursive: true, force: true });
