@@ -33,14 +33,15 @@ interface Side {
   readonly sourceUnchanged: boolean;
 }
 
-/** virt-diff's list of files that differ (+ added, - removed, = changed), metadata-only changes left out. */
+/** virt-diff's list of files that differ (+ added, - removed, = changed). */
 async function changedFiles(source: string, sourceFormat: string, result: string, resultFormat: string): Promise<string[]> {
   const { stdout } = await exec("virt-diff", [`--format=${sourceFormat}`, "-a", source, `--format=${resultFormat}`, "-A", result], { env, maxBuffer: 64 * 1024 * 1024 }).catch((error: { stdout?: string; code?: number }) => {
     // virt-diff exits 0 either way; a real failure has no output.
     if (error.stdout) return { stdout: error.stdout };
     throw error;
   });
-  return stdout.split("\n").filter((line) => /^[-+=] /.test(line)).map((line) => line.replace(/\s+/g, " ").trim());
+  // "<op> <type> <mode> <size> <path>" per file; the content diffs of small text files follow, indented.
+  return stdout.split("\n").filter((line) => /^[-+=] [-dlbcps] [0-7]{4} \d+ \//.test(line)).map((line) => line.replace(/\s+/g, " ").trim());
 }
 
 async function boot(path: string, format: string): Promise<{ booted: boolean; bootSeconds?: number; detail: string }> {
