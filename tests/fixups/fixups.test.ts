@@ -3,6 +3,7 @@
 // - Without fixups the guest does not boot on virtio: a coded result (its initramfs finds no root).
 // - With fixups "auto" it boots (the marker on the serial console), the view the pipe reads
 //   carries the changes (inspection no longer finds the problems), and the source is unchanged.
+// - The other declared fixups (serial console, packages, services, a file) land in the view.
 // - A source QEMU cannot open itself is read through our NBD export, with the same result.
 // - Hostile guests (no initramfs tool, an unreadable root, a read-only filesystem) and a machine
 //   without libguestfs end in coded errors, the source unchanged.
@@ -17,7 +18,9 @@ import { openDisk } from "../../sdk/disk/open.ts";
 import type { DiskSource } from "../../sdk/disk/types.ts";
 import { isPortableError, type PortableError } from "../../sdk/errors.ts";
 import { applyFixups, fixedSource, type FixedSourceRequest } from "../../sdk/fixups/index.ts";
+import { Ext4Reader } from "../../sdk/inspect/ext4.ts";
 import { inspectGuest } from "../../sdk/inspect/inspect.ts";
+import { subVolume } from "../../sdk/inspect/volume.ts";
 import type { Fixup } from "../../sdk/spec/fixups.ts";
 import { buildDebianGuest, DEBIAN_GUEST_MARKER, type DebianGuest } from "../harness/debian-guest.ts";
 import { fileSha256 } from "../harness/disk.ts";
@@ -101,6 +104,41 @@ describe("guest fixups on a real Debian guest (libguestfs, QEMU under TCG)", { t
       await fixed.release();
     }
     assert.equal(existsSync(workDir), false, "the overlay goes with release()");
+    assert.equal(await fileSha256(image), imageSha);
+  });
+
+  /** A file of the root filesystem as a disk view holds it (our ext4 reader, no mount). */
+  async function readRootFile(disk: DiskSource, path: string): Promise<string | undefined> {
+    const fs = await Ext4Reader.open(subVolume(disk, ROOT_OFFSET, disk.virtualSizeBytes - ROOT_OFFSET, "p1"));
+    return (await fs.readFile(path, 1024 * 1024))?.toString("utf8");
+  }
+
+  it("GIVEN the other declared fixups WHEN applied THEN the console, the packages, the services and the file are as declared in the copied view", async () => {
+    const fixed = await fixedSource(request({
+      policy: [
+        { kind: "serial-console", device: "ttyS1", baud: 9600 },
+        { kind: "remove-packages", packages: ["grub-pc-bin", "open-vm-tools"] },
+        { kind: "disable-services", services: ["vmtoolsd"] },
+        { kind: "write-file", path: "/etc/motd", content: "moved by portable-workload\n", mode: 0o600 },
+      ],
+    }));
+    try {
+      assert.deepEqual(fixed.outcomes.map((o) => o.kind), ["serial-console", "remove-packages", "disable-services", "write-file"]);
+      assert.match(fixed.outcomes[1]?.detail ?? "", /removed grub-pc-bin; not installed: open-vm-tools/);
+      assert.match(await readRootFile(fixed.source, "/boot/grub/grub.cfg") ?? "", /linux \/boot\/vmlinuz-\S+ root=\/dev\/sda1 .* console=ttyS1,9600\n/);
+      assert.match(await readRootFile(fixed.source, "/etc/default/grub") ?? "", /^GRUB_CMDLINE_LINUX="console=ttyS0,115200 rootdelay=10 console=ttyS1,9600"$/m);
+      assert.doesNotMatch(await readRootFile(fixed.source, "/var/lib/dpkg/status") ?? "", /^Package: grub-pc-bin$/m);
+      assert.match(await readRootFile(source, "/var/lib/dpkg/status") ?? "", /^Package: grub-pc-bin$/m, "the source keeps it");
+      assert.equal(await readRootFile(fixed.source, "/etc/motd"), "moved by portable-workload\n");
+    } finally {
+      await fixed.release();
+    }
+    assert.equal(await fileSha256(image), imageSha);
+  });
+
+  it("GIVEN a file to write into a folder the guest lacks WHEN applied THEN FIXUP_WRITE_FILE_PARENT", async () => {
+    const error = await rejection(applyFixups({ image, format: "raw", fixups: [{ kind: "write-file", path: "/opt/vendor/agent.conf", content: "x", mode: 0o644 }], workDir: join(dir, "no-parent") }));
+    assert.equal(error.code, "FIXUP_WRITE_FILE_PARENT");
     assert.equal(await fileSha256(image), imageSha);
   });
 
