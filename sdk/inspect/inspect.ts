@@ -365,7 +365,13 @@ async function readInitramfs(root: LinuxRoot, bootFs: LinuxRoot | undefined, ver
     try {
       const image = await fs.fs.readFile(path, MAX_INITRAMFS_BYTES);
       if (image === undefined) continue;
-      return { listing: await listInitramfs(image), path: evidence };
+      const listing = await listInitramfs(image);
+      if (listing.modules.size === 0) {
+        // Not a module-loading initramfs (a custom /init, or drivers built in): nothing to judge.
+        findings.push({ severity: "info", code: "INSPECT_INITRAMFS_NO_MODULES", message: `the initramfs carries no kernel module (${listing.members} files): its boot drivers are not checked`, evidencePath: evidence });
+        return undefined;
+      }
+      return { listing, path: evidence };
     } catch (err) {
       findings.push({ ...errorFinding(err, evidence), severity: "warning" });
       return undefined;

@@ -5,6 +5,11 @@ import assert from "node:assert/strict";
 import { gzipSync, zstdCompressSync } from "node:zlib";
 import { describe, it } from "node:test";
 import { listInitramfs } from "../../sdk/inspect/initramfs.ts";
+import { openDisk } from "../../sdk/disk/open.ts";
+import { inspectGuest } from "../../sdk/inspect/inspect.ts";
+import type { DiskBus } from "../../sdk/spec/workload.ts";
+import { buildBootImage } from "../harness/boot-image.ts";
+import { buildDebianGuest } from "../harness/debian-guest.ts";
 import { isPortableError } from "../../sdk/errors.ts";
 
 interface Member {
@@ -80,5 +85,33 @@ describe("initramfs module listing", () => {
     const corrupt = gzipSync(good);
     corrupt.fill(0xff, 20, 40);
     assert.equal(await codeOf(listInitramfs(corrupt)), "INSPECT_INITRAMFS_INVALID");
+  });
+});
+
+describe("the initramfs in readiness", { timeout: 600_000 }, () => {
+  async function local(path: string, diskBus: DiskBus) {
+    const disk = await openDisk(path, { format: "raw" });
+    try {
+      const report = await inspectGuest(disk, { targets: ["local"], diskBus });
+      return { ready: report.readiness[0]?.ready, findings: report.findings.filter((f) => f.code.startsWith("INSPECT_INITRAMFS")) };
+    } finally {
+      await disk.close();
+    }
+  }
+
+  it("GIVEN the VMware guest WHEN judged for the local target per bus THEN its initramfs decides: SATA is ready, NVMe lacks nvme", async () => {
+    const guest = await buildDebianGuest();
+    const sata = await local(guest.path, "sata");
+    assert.equal(sata.ready, true, JSON.stringify(sata.findings));
+    const nvme = await local(guest.path, "nvme");
+    assert.equal(nvme.ready, false);
+    assert.deepEqual(nvme.findings.map((f) => [f.code, f.drivers]), [["INSPECT_INITRAMFS_DRIVER_MISSING", ["nvme"]]]);
+  });
+
+  it("GIVEN a guest whose initramfs loads no module (a custom /init) WHEN judged THEN its drivers are not held against it, and it says so", async () => {
+    const image = await buildBootImage({ firmware: "bios" });
+    const sata = await local(image.path, "sata");
+    assert.equal(sata.ready, true);
+    assert.deepEqual(sata.findings.map((f) => [f.code, f.severity]), [["INSPECT_INITRAMFS_NO_MODULES", "info"]]);
   });
 });
