@@ -60,7 +60,8 @@ export interface ApplyFixupsOptions {
 /** Makes the overlay and applies every fixup to it. On failure nothing is left behind. */
 export async function applyFixups(options: ApplyFixupsOptions): Promise<FixedView> {
   const started = performance.now();
-  requireGuestfish();
+  // No fixup (a test boot alone) needs only the overlay, not libguestfs.
+  if (options.fixups.length > 0) requireGuestfish();
   await mkdir(options.workDir, { recursive: true });
   const overlay = join(options.workDir, "fixups.qcow2");
   // A Unix socket path must stay under 108 bytes: in the temp folder, not the work folder.
@@ -74,8 +75,9 @@ export async function applyFixups(options: ApplyFixupsOptions): Promise<FixedVie
     await exec("qemu-img", ["create", "-q", "-f", "qcow2", "-F", backing.format, "-b", backing.file, overlay]).catch((error: { stderr?: string }) => {
       throw new FixupError("FIXUP_OVERLAY_FAILED", `qemu-img could not put an overlay on ${backing.file}: ${(error.stderr ?? String(error)).trim()}`);
     });
-    const session = await GuestfsSession.open(overlay, "qcow2", join(options.workDir, "guestfish.log"));
     const outcomes: FixupOutcome[] = [];
+    if (options.fixups.length === 0) return { overlay, outcomes, seconds: (performance.now() - started) / 1000, release };
+    const session = await GuestfsSession.open(overlay, "qcow2", join(options.workDir, "guestfish.log"));
     try {
       await requireLinux(session);
       await requireWritable(session, options.workDir);
