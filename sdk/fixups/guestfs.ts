@@ -73,8 +73,8 @@ function run(args: readonly string[], timeoutMs: number, env: NodeJS.ProcessEnv,
       if (error.code === "ENOENT") reject(new FixupError("FIXUP_ENGINE_MISSING", GUESTFS_MISSING));
       else reject(error);
     });
-    // The process, not its pipes: a --listen server forks a daemon that inherits stderr, so
-    // the pipe stays open after the launcher exits. Stdout ends first (the daemon closes it).
+    // The process, not its pipes: a --listen server forks a daemon that inherits stderr, so a
+    // stderr pipe would stay open after the launcher exits. The daemon closes stdout.
     let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let ended = false;
     const settle = (): void => {
