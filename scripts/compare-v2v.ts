@@ -41,7 +41,7 @@ async function changedFiles(source: string, sourceFormat: string, result: string
     throw error;
   });
   // "<op> <type> <mode> <size> <path>" per file; the content diffs of small text files follow, indented.
-  return stdout.split("\n").filter((line) => /^[-+=] [-dlbcps] [0-7]{4} \d+ \//.test(line)).map((line) => line.replace(/\s+/g, " ").trim());
+  return stdout.split("\n").map((line) => line.replace(/\s+/g, " ").trim()).filter((line) => /^[-+=] [-dlbcps] [0-7]{4} \d+ \//.test(line));
 }
 
 async function boot(path: string, format: string): Promise<{ booted: boolean; bootSeconds?: number; detail: string }> {

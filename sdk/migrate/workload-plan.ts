@@ -146,7 +146,8 @@ async function readiness(source: DiskSource, input: WorkloadPlanInput): Promise<
 
 function planFixups(policy: FixupsPolicy, testBoot: TestBootPolicy | undefined, findings: readonly Finding[], target: Placement["kind"], measuredSeconds: number | undefined): PlannedFixups {
   const list = resolveFixups(policy, findings, target);
-  const missing = list.length > 0 || testBoot !== undefined ? libguestfsMissing() : undefined;
+  // A test boot alone needs QEMU only; fixups need libguestfs.
+  const missing = list.length > 0 ? libguestfsMissing() : undefined;
   return {
     list,
     seconds: measuredSeconds ?? estimateFixupSeconds(list),
