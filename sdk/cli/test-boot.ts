@@ -20,6 +20,15 @@ import { oneOf } from "./common.ts";
 const EXIT_NO_BOOT = 1;
 
 
+/** A fixups list from a file; a missing file or bad JSON is a coded error, not a stack trace. */
+async function readJson(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(path, "utf8"));
+  } catch (error) {
+    throw new InvalidArgsError("FIXUPS_INVALID", `--fixups ${path}: ${(error as Error).message}`);
+  }
+}
+
 export async function testBootCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -42,7 +51,7 @@ export async function testBootCommand(args: string[]): Promise<number> {
   const timeoutSeconds = values.timeout === undefined ? 300 : Number(values.timeout);
   if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 10) throw new InvalidArgsError("USAGE", `--timeout is whole seconds, at least 10, got "${values.timeout}"`);
   const policyText = values.fixups ?? "none";
-  const policy = fixupsPolicySchema.safeParse(policyText === "auto" || policyText === "none" ? policyText : JSON.parse(await readFile(policyText, "utf8")));
+  const policy = fixupsPolicySchema.safeParse(policyText === "auto" || policyText === "none" ? policyText : await readJson(policyText));
   if (!policy.success) throw new InvalidArgsError("FIXUPS_INVALID", `--fixups ${policyText}: ${policy.error.issues.map((i) => `${i.path.join(".") || "(list)"}: ${i.message}`).join("; ")}`);
   const { fixedSource, testBootBus } = await import("../fixups/index.ts");
   const bus: LocalDiskBus = oneOf<LocalDiskBus>(values.bus, LOCAL_DISK_BUSES, "--bus", TEST_BOOT_USAGE) ?? testBootBus(target, undefined);

@@ -3,7 +3,6 @@
 // to a qcow2 overlay of the source (libguestfs), optionally test-boot the overlay on the
 // target's bus and firmware in a throw-away QEMU, and open the overlay (backed by the source)
 // as the DiskSource the replication reads.
-import { join } from "node:path";
 import { openDisk } from "../disk/open.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { inspectGuest } from "../inspect/inspect.ts";
@@ -116,9 +115,4 @@ export async function fixedSource(request: FixedSourceRequest): Promise<FixedSou
     await view.release();
     throw error;
   }
-}
-
-/** Where fixups of one disk put their overlay: beside the replica state, one folder per replica. */
-export function fixupWorkDir(stateDir: string, key: string): string {
-  return join(stateDir, "fixups", key);
 }

@@ -145,7 +145,7 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
 async function fixSource(args: PlaceDiskArgs, source: DiskSource, key: string): Promise<FixedSource | undefined> {
   if (args.fixups === undefined || (args.fixups.policy === "none" && args.fixups.testBoot === undefined)) return undefined;
   const image = typeof args.source === "string" ? localImagePath(args.source) : isLocalDatastoreDisk(args.source.replicaOf) ? args.source.replicaOf : undefined;
-  const { fixedSource, fixupWorkDir } = await import("../fixups/index.ts");
+  const { fixedSource } = await import("../fixups/index.ts");
   const fixed = await fixedSource({
     ...(image === undefined ? {} : { image }),
     format: source.format,
@@ -160,6 +160,11 @@ async function fixSource(args: PlaceDiskArgs, source: DiskSource, key: string): 
   });
   if (fixed.outcomes.length > 0) await recordTimings(args.stateDir, args.workload, args.fixups.target, { fixupSeconds: fixed.seconds });
   return fixed;
+}
+
+/** Where fixups of one disk put their overlay: beside the replica state, one folder per replica. */
+function fixupWorkDir(stateDir: string, key: string): string {
+  return join(stateDir, "fixups", key);
 }
 
 function appliedOf(fixed: FixedSource): AppliedFixups {
@@ -276,7 +281,6 @@ export async function removeDisk(args: { readonly workload: string; readonly dis
   }
   await store.remove(key);
   // A fixups overlay a killed run left, and the fixups/ folder once no other disk's overlay is in it.
-  const { fixupWorkDir } = await import("../fixups/index.ts");
   await rm(fixupWorkDir(args.stateDir, key), { recursive: true, force: true });
   await rmdir(dirname(fixupWorkDir(args.stateDir, key))).catch((error: NodeJS.ErrnoException) => {
     if (error.code !== "ENOENT" && error.code !== "ENOTEMPTY" && error.code !== "EEXIST") throw error;
