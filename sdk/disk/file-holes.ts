@@ -1,11 +1,11 @@
 // Where a local file holds data, asked of the kernel with lseek(2) SEEK_DATA / SEEK_HOLE.
 //
 // Node's fs has no lseek, so a raw image used to be read whole, holes included, and scanned for
-// zeros (docs/decisions/0008-raw-holes-and-startup.md). koffi, a maintained FFI library that
-// ships a prebuilt binary for each platform, calls libc's lseek directly: about 1 µs a call,
-// one call per data run and per hole. Only Linux's whence values are known here; elsewhere, or
-// when koffi cannot load, `fileHoles()` returns undefined and callers read the whole file as data.
-import { createRequire } from "node:module";
+// zeros (docs/decisions/0008-raw-holes-and-startup.md). libc.ts calls lseek directly: about
+// 1 µs a call, one call per data run and per hole. Only Linux's whence values are known here;
+// elsewhere, or when koffi cannot load, `fileHoles()` returns undefined and callers read the
+// whole file as data.
+import { libc } from "./libc.ts";
 import type { Extent } from "./types.ts";
 
 /** Linux's whence values (include/uapi/linux/fs.h). FreeBSD shares them; macOS swaps them. */
@@ -30,24 +30,11 @@ export function fileHoles(): FileHoles | undefined {
   return cached ?? undefined;
 }
 
-interface Koffi {
-  load(path: string): { func(signature: string): (...args: number[]) => number | bigint };
-  errno(): number;
-}
-
 function load(): FileHoles | null {
-  if (process.platform !== "linux") return null;
-  let lseek: (fd: number, offset: number, whence: number) => number;
-  let errno: () => number;
-  try {
-    const koffi = createRequire(import.meta.url)("koffi") as Koffi;
-    // int64_t comes back as a JS number while it fits in 2^53, which every file offset here does.
-    const call = koffi.load("libc.so.6").func("int64_t lseek(int fd, int64_t offset, int whence)");
-    lseek = (fd, offset, whence) => Number(call(fd, offset, whence));
-    errno = () => koffi.errno();
-  } catch {
-    return null;
-  }
+  const c = libc();
+  if (c === undefined) return null;
+  const lseek = c.lseek;
+  const errno = c.errno;
   /** The next offset at or after `at` of the kind asked, or undefined when the file system says so. */
   function seek(fd: number, at: number, whence: number): number | undefined {
     const result = lseek(fd, at, whence);

@@ -1,10 +1,13 @@
 // Byte-level I/O under the format readers and writers: local files, and any Node Writable
 // as a sequential target.
+import { read as readFd } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
+import { promisify } from "node:util";
 import { once } from "node:events";
 import type { Writable } from "node:stream";
 import { FormatError, InvalidArgsError } from "../errors.ts";
 import { hold } from "./buffer-lease.ts";
+import { kernelCopies, kernelCopy, type FileSpan } from "./file-span.ts";
 import { fileHoles } from "./file-holes.ts";
 import type { ByteSource, ByteTarget } from "./types.ts";
 
@@ -25,6 +28,7 @@ function fileSource(handle: FileHandle, name: string, sizeBytes: number): ByteSo
   return {
     name,
     sizeBytes,
+    fd: handle.fd,
     ...(holes === undefined ? {} : { extents: () => holes.extents(handle.fd, sizeBytes) }),
     async read(offsetBytes, lengthBytes, into) {
       const length = Math.max(0, Math.min(lengthBytes, sizeBytes - offsetBytes));
@@ -99,6 +103,7 @@ export interface FileTargetOptions {
  * (docs/decisions/0008-raw-holes-and-startup.md).
  */
 export const FILE_TARGET_WRITES_IN_FLIGHT = 1;
+const readFdAsync = promisify(readFd);
 /** Writes up to this size are copied into recycled buffers; larger ones get a one-off copy. */
 const FILE_TARGET_COPY_BYTES = 1024 * 1024;
 
@@ -130,9 +135,46 @@ export async function createFileTarget(path: string, options: FileTargetOptions 
       done += bytesWritten;
     }
   }
+  /** Waits until a write of [start, end) may start: none in flight overlaps it, and there is room. */
+  async function room(start: number, end: number): Promise<void> {
+    const overlapping = [...inFlight].filter((w) => w.start < end && start < w.end);
+    if (overlapping.length > 0) await Promise.all(overlapping.map((w) => w.done));
+    while (inFlight.size >= FILE_TARGET_WRITES_IN_FLIGHT) await Promise.race([...inFlight].map((w) => w.done));
+  }
+  /** Runs `io` in flight; its error sticks in `failure` and surfaces on a later call. */
+  function track(start: number, end: number, io: () => Promise<void>): void {
+    const entry = {
+      start,
+      end,
+      done: io().catch((err: unknown) => {
+        failure ??= err;
+      }),
+    };
+    inFlight.add(entry);
+    void entry.done.then(() => inFlight.delete(entry));
+  }
   async function drain(): Promise<void> {
     await Promise.all([...inFlight].map((w) => w.done));
     if (failure !== undefined) throw failure;
+  }
+  /** A copy the kernel refused (another file system, an old kernel): through `buffer` instead. */
+  async function readAndWrite(span: FileSpan, offsetBytes: number, buffer: Buffer): Promise<Buffer> {
+    let at = offsetBytes;
+    for (const run of span.runs) {
+      for (let done = 0; done < run.lengthBytes; ) {
+        const length = Math.min(buffer.length, run.lengthBytes - done);
+        const { bytesRead } = await readFdAsync(run.fd, buffer, 0, length, run.fileOffsetBytes + done);
+        if (bytesRead === 0) {
+          throw new FormatError("TRUNCATED", `${path}: the source file ends before offset 0x${(run.fileOffsetBytes + done).toString(16)}`, {
+            context: { fileOffsetBytes: run.fileOffsetBytes + done },
+          });
+        }
+        await pwrite(at, buffer.subarray(0, bytesRead));
+        done += bytesRead;
+        at += bytesRead;
+      }
+    }
+    return buffer;
   }
   return {
     name: path,
@@ -140,10 +182,7 @@ export async function createFileTarget(path: string, options: FileTargetOptions 
     releasesData: true,
     async write(offsetBytes, data) {
       if (failure !== undefined) throw failure;
-      const end = offsetBytes + data.length;
-      const overlapping = [...inFlight].filter((w) => w.start < end && offsetBytes < w.end);
-      if (overlapping.length > 0) await Promise.all(overlapping.map((w) => w.done));
-      while (inFlight.size >= FILE_TARGET_WRITES_IN_FLIGHT) await Promise.race([...inFlight].map((w) => w.done));
+      await room(offsetBytes, offsetBytes + data.length);
       // A leased buffer (convert()'s reads) is held until the write lands; anything else is
       // copied into a recycled buffer so the caller can reuse `data` at once. Fresh buffers cost
       // page faults and GC that dwarf a memcpy (docs/decisions/0003, buffer-lease.ts).
@@ -154,22 +193,26 @@ export async function createFileTarget(path: string, options: FileTargetOptions 
         bytes = pooled === undefined ? Buffer.from(data) : pooled.subarray(0, data.length);
         data.copy(bytes);
       }
-      const entry = {
-        start: offsetBytes,
-        end,
-        done: pwrite(offsetBytes, bytes)
-          .then(
-            () => {
-              if (pooled !== undefined) spare.push(pooled);
-            },
-            (err: unknown) => {
-              failure ??= err;
-            },
-          )
-          .finally(release),
-      };
-      inFlight.add(entry);
-      void entry.done.then(() => inFlight.delete(entry));
+      track(offsetBytes, offsetBytes + data.length, async () => {
+        try {
+          await pwrite(offsetBytes, bytes);
+          if (pooled !== undefined) spare.push(pooled);
+        } finally {
+          release?.();
+        }
+      });
+    },
+    copiesFrom: (fd) => kernelCopies(fd, handle.fd),
+    async copy(offsetBytes, span) {
+      if (failure !== undefined) throw failure;
+      // In flight as writes are: the kernel copies this span while convert() looks at the next.
+      await room(offsetBytes, offsetBytes + span.length);
+      track(offsetBytes, offsetBytes + span.length, async () => {
+        if (await kernelCopy(span, handle.fd, offsetBytes)) return;
+        const buffer = spare.pop() ?? Buffer.allocUnsafeSlow(FILE_TARGET_COPY_BYTES);
+        await readAndWrite(span, offsetBytes, buffer);
+        spare.push(buffer);
+      });
     },
     async truncate(lengthBytes) {
       await drain();

@@ -3,6 +3,8 @@
 // Offsets are JavaScript numbers, exact up to 2^53 (8 PiB). On-disk 64-bit fields are read as
 // bigint and narrowed with `toSafeNumber` (layout.ts), which throws instead of losing bits.
 
+import type { FileSpan } from "./file-span.ts";
+
 export type DiskFormatName = "raw" | "vmdk" | "vhd" | "vhdx" | "qcow2";
 
 /** A range of the virtual disk. Extents from a source are ordered, contiguous and cover the disk. */
@@ -32,6 +34,8 @@ export interface ByteSource {
    * stored. Absent when unknown.
    */
   extents?(): Iterable<Extent>;
+  /** The open descriptor when the bytes are a local file, for copies inside the kernel. */
+  readonly fd?: number;
   close(): Promise<void>;
 }
 
@@ -53,6 +57,12 @@ export interface DiskSource {
    * that recycle buffers pass one, and use whatever buffer comes back.
    */
   read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
+  /**
+   * Where the range lies verbatim in local files, when it all does (file-span.ts): a raw image's
+   * bytes, a qcow2's uncompressed clusters. Undefined when any of it does not (compressed, zero,
+   * from a backing file, remote); the caller then reads.
+   */
+  fileSpan?(offsetBytes: number, lengthBytes: number): Promise<FileSpan | undefined>;
   close(): Promise<void>;
 }
 
@@ -83,6 +93,14 @@ export interface DiskSink {
   readonly blockSizeBytes: number;
   write(offsetBytes: number, data: Buffer): Promise<void>;
   /**
+   * Writes bytes that are still in a local file, as `write` would, under the same contract:
+   * present when the sink stores data verbatim in a file target, so the kernel can copy them.
+   * Never given a span of zeros: convert() has checked.
+   */
+  copy?(offsetBytes: number, span: FileSpan): Promise<void>;
+  /** With `copy`: true when the kernel copies from the file open as `fd` into this sink's file. */
+  copiesFrom?(fd: number): boolean;
+  /**
    * True when the sink keeps no reference to `data` once write() resolves, so the caller may
    * recycle the buffer; a leased buffer (buffer-lease.ts) once it is also idle. Unset means the
    * sink may hold it until finish().
@@ -105,6 +123,10 @@ export interface ByteTarget {
    * a later call or close() at the latest.
    */
   write(offsetBytes: number, data: Buffer): Promise<void>;
+  /** Writes bytes still in local files at `offsetBytes`, copied by the kernel where it can (a file target). */
+  copy?(offsetBytes: number, span: FileSpan): Promise<void>;
+  /** With `copy`: true when the kernel copies from the file open as `fd` into this one. */
+  copiesFrom?(fd: number): boolean;
   /**
    * True when the caller may reuse `data` once write() resolves: the target copies it, or holds
    * it under a lease (buffer-lease.ts) that the caller waits out with `idle` before reusing it.

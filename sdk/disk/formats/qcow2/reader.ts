@@ -9,6 +9,7 @@ import * as zlib from "node:zlib";
 import { FormatError, InvalidArgsError, NotCapableError } from "../../../errors.ts";
 import type { OpenOptions } from "../../format.ts";
 import { readExact } from "../../io.ts";
+import { FileSpan } from "../../file-span.ts";
 import { alignUp } from "../../layout.ts";
 import type { ByteSource, DiskSource, Extent } from "../../types.ts";
 import { openRaw } from "../raw/reader.ts";
@@ -716,16 +717,11 @@ async function openChain(source: ByteSource, options: OpenOptions, depth: number
     inClusterOffsetBytes: number;
   }
 
-  async function read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
-    if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > virtualSizeBytes) {
-      throw new InvalidArgsError(
-        "READ_OUT_OF_RANGE",
-        `${FORMAT_NAME}: read at ${offsetBytes} (+${lengthBytes}) lies outside the virtual disk (${virtualSizeBytes} bytes) of ${source.name}`,
-        { context: { offsetBytes, lengthBytes, virtualSizeBytes } },
-      );
-    }
-    // Plan first (merging runs that are contiguous both in the disk and in the file), then do the
-    // I/O, so a run of clusters laid out in order costs one read.
+  /**
+   * The reads a range takes, merging runs that are contiguous both in the disk and in the file,
+   * so a run of clusters laid out in order costs one read.
+   */
+  async function plan(offsetBytes: number, lengthBytes: number): Promise<ReadOp[]> {
     const ops: ReadOp[] = [];
     const endBytes = offsetBytes + lengthBytes;
     let position = offsetBytes;
@@ -763,6 +759,27 @@ async function openChain(source: ByteSource, options: OpenOptions, depth: number
       }
     }
 
+    return ops;
+  }
+
+  /** The range as runs of the image file, when it is all uncompressed clusters of this image. */
+  async function fileSpan(offsetBytes: number, lengthBytes: number): Promise<FileSpan | undefined> {
+    const fd = source.fd;
+    if (fd === undefined || offsetBytes < 0 || lengthBytes <= 0 || offsetBytes + lengthBytes > virtualSizeBytes) return undefined;
+    const ops = await plan(offsetBytes, lengthBytes);
+    if (ops.some((op) => op.kind !== SEG_DATA || op.hostOffsetBytes + op.lengthBytes > fileSizeBytes)) return undefined;
+    return new FileSpan(ops.map((op) => ({ fd, fileOffsetBytes: op.hostOffsetBytes, lengthBytes: op.lengthBytes })));
+  }
+
+  async function read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
+    if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > virtualSizeBytes) {
+      throw new InvalidArgsError(
+        "READ_OUT_OF_RANGE",
+        `${FORMAT_NAME}: read at ${offsetBytes} (+${lengthBytes}) lies outside the virtual disk (${virtualSizeBytes} bytes) of ${source.name}`,
+        { context: { offsetBytes, lengthBytes, virtualSizeBytes } },
+      );
+    }
+    const ops = await plan(offsetBytes, lengthBytes);
     const only = ops[0];
     if (ops.length === 1 && only !== undefined && only.kind === SEG_DATA) return readHost(only.hostOffsetBytes, lengthBytes, into);
     const out = into !== undefined && into.length >= lengthBytes ? into.subarray(0, lengthBytes) : Buffer.allocUnsafe(lengthBytes);
@@ -803,6 +820,7 @@ async function openChain(source: ByteSource, options: OpenOptions, depth: number
     dirty: bit(header.incompatibleFeatures, INCOMPAT_DIRTY_BIT),
     extents,
     read,
+    fileSpan,
     async close() {
       await source.close();
       await ownedBacking?.close();

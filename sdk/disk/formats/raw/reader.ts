@@ -2,6 +2,7 @@
 // as zero extents; other byte sources report one data extent and convert() finds the zeros.
 import type { ByteSource, DiskSource, Extent } from "../../types.ts";
 import { readExact } from "../../io.ts";
+import { FileSpan } from "../../file-span.ts";
 
 export function openRaw(source: ByteSource): DiskSource {
   const virtualSizeBytes = source.sizeBytes;
@@ -13,6 +14,14 @@ export function openRaw(source: ByteSource): DiskSource {
       else if (virtualSizeBytes > 0) yield { offsetBytes: 0, lengthBytes: virtualSizeBytes, kind: "data" };
     },
     read: (offsetBytes, lengthBytes, into) => readExact(source, offsetBytes, lengthBytes, "raw", "data", into),
+    ...(source.fd === undefined
+      ? {}
+      : {
+          fileSpan: async (offsetBytes: number, lengthBytes: number) =>
+            offsetBytes >= 0 && lengthBytes > 0 && offsetBytes + lengthBytes <= virtualSizeBytes
+              ? new FileSpan([{ fd: source.fd!, fileOffsetBytes: offsetBytes, lengthBytes }])
+              : undefined,
+        }),
     close: () => source.close(),
   };
 }

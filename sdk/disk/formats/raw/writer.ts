@@ -3,6 +3,7 @@
 import { z } from "zod";
 import type { WriterOptions } from "../../format.ts";
 import { parseWriterOptions } from "../../writer-options.ts";
+import { copyMembers, put, type Payload } from "../../file-span.ts";
 import type { ByteTarget, DiskSink } from "../../types.ts";
 
 /** Raw has no allocation unit; this only sizes convert()'s zero detection and chunking. */
@@ -17,18 +18,20 @@ export async function createRawWriter(target: ByteTarget, options: WriterOptions
   if (!target.sequential) await target.truncate(virtualSizeBytes);
   let positionBytes = 0;
   let dataBytesWritten = 0;
+  async function place(offsetBytes: number, data: Payload): Promise<void> {
+    if (target.sequential && offsetBytes > positionBytes) await target.truncate(offsetBytes);
+    await put(target, offsetBytes, data);
+    positionBytes = offsetBytes + data.length;
+    dataBytesWritten += data.length;
+  }
   return {
     format: "raw",
     virtualSizeBytes,
     blockSizeBytes: RAW_BLOCK_SIZE_BYTES,
     // Raw passes `data` straight to the target and keeps nothing of it.
     releasesData: target.releasesData === true,
-    async write(offsetBytes, data) {
-      if (target.sequential && offsetBytes > positionBytes) await target.truncate(offsetBytes);
-      await target.write(offsetBytes, data);
-      positionBytes = offsetBytes + data.length;
-      dataBytesWritten += data.length;
-    },
+    write: place,
+    ...copyMembers(target, place),
     async finish() {
       await target.truncate(virtualSizeBytes);
       await target.close();

@@ -5,6 +5,7 @@ import { InvalidArgsError, NotCapableError } from "../../../errors.ts";
 import type { WriterOptions } from "../../format.ts";
 import { alignUp, encode } from "../../layout.ts";
 import { SinkWriteGuard } from "../../sink-guard.ts";
+import { copyMembers, FileSpan, put, type Payload } from "../../file-span.ts";
 import type { ByteTarget, DiskSink, SinkResult } from "../../types.ts";
 import { parseWriterOptions } from "../../writer-options.ts";
 import {
@@ -177,6 +178,15 @@ function createFixedWriter(target: ByteTarget, plan: VhdPlan): DiskSink {
   /** Where a sequential target stands: the end of the last bytes sent to it. */
   let targetEndBytes = 0;
   let dataBytesWritten = 0;
+  async function place(offsetBytes: number, data: Payload): Promise<void> {
+    guard.accept(offsetBytes, data.length);
+    // Zeros become holes on a file; a sequential target gets them from the next truncate.
+    if (data instanceof Buffer && isAllZero(data)) return;
+    if (target.sequential && offsetBytes > targetEndBytes) await target.truncate(offsetBytes);
+    await put(target, offsetBytes, data);
+    targetEndBytes = offsetBytes + data.length;
+    dataBytesWritten += data.length;
+  }
   return {
     format: FORMAT,
     virtualSizeBytes,
@@ -184,15 +194,8 @@ function createFixedWriter(target: ByteTarget, plan: VhdPlan): DiskSink {
     blockSizeBytes: VHD_DEFAULT_BLOCK_BYTES,
     // Pieces of `data` go straight to the target; nothing is kept.
     releasesData: target.releasesData === true,
-    async write(offsetBytes, data) {
-      guard.accept(offsetBytes, data.length);
-      // Zeros become holes on a file; a sequential target gets them from the next truncate.
-      if (isAllZero(data)) return;
-      if (target.sequential && offsetBytes > targetEndBytes) await target.truncate(offsetBytes);
-      await target.write(offsetBytes, data);
-      targetEndBytes = offsetBytes + data.length;
-      dataBytesWritten += data.length;
-    },
+    write: place,
+    ...copyMembers(target, place),
     async finish() {
       await target.truncate(virtualSizeBytes);
       await target.write(virtualSizeBytes, footerBytes(plan, VHD_DISK_TYPE_FIXED, VHD_NO_DATA_OFFSET, uuidBytes()));
@@ -259,7 +262,7 @@ async function createDynamicWriter(target: ByteTarget, plan: VhdPlan): Promise<D
   let dataBytesWritten = 0;
   let blocksAllocated = 0;
 
-  async function writePiece(blockIndex: number, inBlockBytes: number, piece: Buffer): Promise<void> {
+  async function writePiece(blockIndex: number, inBlockBytes: number, piece: Payload): Promise<void> {
     let entry = bat.readUInt32BE(blockIndex * 4);
     if (entry === VHD_BAT_UNUSED) {
       entry = nextFreeBytes / VHD_SECTOR_BYTES;
@@ -268,8 +271,23 @@ async function createDynamicWriter(target: ByteTarget, plan: VhdPlan): Promise<D
       nextFreeBytes += bitmapBytes + blockBytes;
       blocksAllocated++;
     }
-    await target.write(entry * VHD_SECTOR_BYTES + bitmapBytes + inBlockBytes, piece);
+    await put(target, entry * VHD_SECTOR_BYTES + bitmapBytes + inBlockBytes, piece);
     dataBytesWritten += piece.length;
+  }
+
+  async function place(offsetBytes: number, data: Payload): Promise<void> {
+    guard.accept(offsetBytes, data.length);
+    for (let at = 0; at < data.length; ) {
+      const position = offsetBytes + at;
+      const blockIndex = Math.floor(position / blockBytes);
+      const inBlockBytes = position - blockIndex * blockBytes;
+      const length = Math.min(blockBytes - inBlockBytes, data.length - at);
+      const piece = data.subarray(at, at + length);
+      // Zeros need no block, and in an allocated block they are already a hole. (A span has
+      // none: convert() checked.)
+      if (piece instanceof FileSpan || !isAllZero(piece)) await writePiece(blockIndex, inBlockBytes, piece);
+      at += length;
+    }
   }
 
   return {
@@ -278,19 +296,8 @@ async function createDynamicWriter(target: ByteTarget, plan: VhdPlan): Promise<D
     blockSizeBytes: blockBytes,
     // Pieces of `data` go straight to the target; nothing is kept.
     releasesData: target.releasesData === true,
-    async write(offsetBytes, data) {
-      guard.accept(offsetBytes, data.length);
-      for (let at = 0; at < data.length;) {
-        const position = offsetBytes + at;
-        const blockIndex = Math.floor(position / blockBytes);
-        const inBlockBytes = position - blockIndex * blockBytes;
-        const length = Math.min(blockBytes - inBlockBytes, data.length - at);
-        const piece = data.subarray(at, at + length);
-        // Zeros need no block, and in an allocated block they are already a hole.
-        if (!isAllZero(piece)) await writePiece(blockIndex, inBlockBytes, piece);
-        at += length;
-      }
-    },
+    write: place,
+    ...copyMembers(target, place),
     async finish() {
       await target.write(BAT_OFFSET_BYTES, bat);
       await target.write(nextFreeBytes, footer);

@@ -20,6 +20,7 @@ import { alignUp, encode, isPowerOfTwo } from "../../layout.ts";
 import { SinkWriteGuard } from "../../sink-guard.ts";
 import { parseWriterOptions } from "../../writer-options.ts";
 import type { ByteTarget, DiskSink, SinkResult } from "../../types.ts";
+import { copyMembers, put, type FileSpan, type Payload } from "../../file-span.ts";
 import { crc32cWithZeroedField } from "./crc32c.ts";
 import {
   BAT_ENTRY_BYTES,
@@ -157,6 +158,9 @@ class VhdxSink implements DiskSink {
   readonly blockSizeBytes: number;
   /** Pieces of `data` go straight to the target; nothing is kept. */
   readonly releasesData: boolean;
+  /** Offered when the target is a file: data blocks are copied by the kernel. */
+  declare readonly copy?: (offsetBytes: number, span: FileSpan) => Promise<void>;
+  declare readonly copiesFrom?: (fd: number) => boolean;
   readonly #target: ByteTarget;
   readonly #fixed: boolean;
   /** The size asked for; VHDX needs whole logical sectors, so `virtualSizeBytes` may be rounded up. */
@@ -189,9 +193,10 @@ class VhdxSink implements DiskSink {
     this.#dataStartBytes = BAT_OFFSET_BYTES + this.#batLengthBytes;
     this.#nextFileOffsetBytes = this.#dataStartBytes;
     this.#guard = new SinkWriteGuard(FORMAT_NAME, target.name, this.virtualSizeBytes);
+    Object.assign(this, copyMembers(target, (offsetBytes, data) => this.#place(offsetBytes, data)));
   }
 
-  #check(offsetBytes: number, data: Buffer): void {
+  #check(offsetBytes: number, data: Payload): void {
     this.#guard.accept(offsetBytes, data.length);
   }
 
@@ -226,7 +231,11 @@ class VhdxSink implements DiskSink {
     this.#batPageDirty = false;
   }
 
-  async write(offsetBytes: number, data: Buffer): Promise<void> {
+  write(offsetBytes: number, data: Buffer): Promise<void> {
+    return this.#place(offsetBytes, data);
+  }
+
+  async #place(offsetBytes: number, data: Payload): Promise<void> {
     this.#check(offsetBytes, data);
     if (data.length === 0) return;
     // Split at block boundaries, then merge pieces that land back to back in the file, so a
@@ -241,13 +250,13 @@ class VhdxSink implements DiskSink {
       const pieceBytes = Math.min(this.blockSizeBytes - withinBytes, data.length - position);
       const fileOffsetBytes = (await this.#blockFileOffset(blockIndex)) + withinBytes;
       if (runFileOffsetBytes < 0 || runFileOffsetBytes + (position - runStart) !== fileOffsetBytes) {
-        if (runFileOffsetBytes >= 0) await this.#target.write(runFileOffsetBytes, data.subarray(runStart, position));
+        if (runFileOffsetBytes >= 0) await put(this.#target, runFileOffsetBytes, data.subarray(runStart, position));
         runFileOffsetBytes = fileOffsetBytes;
         runStart = position;
       }
       position += pieceBytes;
     }
-    await this.#target.write(runFileOffsetBytes, data.subarray(runStart));
+    await put(this.#target, runFileOffsetBytes, data.subarray(runStart));
     this.#dataBytesWritten += data.length;
   }
 
