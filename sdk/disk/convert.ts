@@ -41,7 +41,7 @@ export interface ConvertOptions {
 }
 
 export interface ConvertResult extends SinkResult {
-  /** Bytes read from the source (data extents only). */
+  /** Bytes read from the source (data extents only), by this process or by the kernel's copies. */
   readonly bytesRead: number;
   /** Bytes of data extents that turned out to be zeros and were skipped. */
   readonly zeroBytesDetected: number;
@@ -66,11 +66,13 @@ function spanUnitIsZero(span: FileSpan, at: number, length: number, scratch: Buf
   const unit = span.subarray(at, at + length);
   const first = unit.runs[0];
   if (first === undefined) return true;
+  // A short read (the file shrank) is "not zero": the copy then fails with TRUNCATED, as a read would.
   const probe = Math.min(PROBE_BYTES, first.lengthBytes);
-  if (readSync(first.fd, scratch, 0, probe, first.fileOffsetBytes) === probe && !isZero(scratch.subarray(0, probe))) return false;
+  const got = readSync(first.fd, scratch, 0, probe, first.fileOffsetBytes);
+  if (got < probe || !isZero(scratch.subarray(0, probe))) return false;
   for (const run of unit.runs) {
-    const got = readSync(run.fd, scratch, 0, run.lengthBytes, run.fileOffsetBytes);
-    if (!isZero(scratch.subarray(0, got))) return false;
+    if (readSync(run.fd, scratch, 0, run.lengthBytes, run.fileOffsetBytes) < run.lengthBytes) return false;
+    if (!isZero(scratch.subarray(0, run.lengthBytes))) return false;
   }
   return true;
 }
