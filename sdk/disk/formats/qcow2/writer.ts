@@ -21,6 +21,7 @@ import type { WriterOptions } from "../../format.ts";
 import { encode, isPowerOfTwo } from "../../layout.ts";
 import { SinkWriteGuard } from "../../sink-guard.ts";
 import type { ByteTarget, DiskSink, SinkResult } from "../../types.ts";
+import { copyMembers, FileSpan, put, type Payload } from "../../file-span.ts";
 import { parseWriterOptions } from "../../writer-options.ts";
 import {
   COMPRESSION_TYPE_ZLIB,
@@ -149,12 +150,13 @@ export async function createQcow2Writer(target: ByteTarget, options: WriterOptio
   }
 
   /** Starts a target write once there is room; its error sticks in `failure`. */
-  async function issue(offsetBytes: number, data: Buffer): Promise<void> {
+  async function issue(offsetBytes: number, data: Payload): Promise<void> {
     // A target that copies and pipelines by itself (a file) needs no second pipeline here, and
-    // awaiting it lets the caller recycle `data` as soon as write() resolves.
-    if (target.releasesData === true) {
+    // awaiting it lets the caller recycle `data` as soon as write() resolves. (Spans only ever
+    // come for such a target: copyMembers offers `copy` only to file targets.)
+    if (target.releasesData === true || data instanceof FileSpan) {
       throwIfFailed();
-      await target.write(offsetBytes, data);
+      await put(target, offsetBytes, data);
       return;
     }
     while (inFlight.size >= MAX_WRITES_IN_FLIGHT || (inFlight.size > 0 && inFlightBytes + data.length > MAX_BYTES_IN_FLIGHT)) {
@@ -209,7 +211,7 @@ export async function createQcow2Writer(target: ByteTarget, options: WriterOptio
     l2Tables++;
   }
 
-  async function writeOrdered(offsetBytes: number, data: Buffer): Promise<void> {
+  async function writeOrdered(offsetBytes: number, data: Payload): Promise<void> {
     const endBytes = offsetBytes + data.length;
     let position = offsetBytes;
     while (position < endBytes) {
@@ -357,20 +359,23 @@ export async function createQcow2Writer(target: ByteTarget, options: WriterOptio
     if (closed) throw new InvalidArgsError("SINK_CLOSED", `${FORMAT_NAME}: ${what} after finish() or abort() on ${target.name}`);
   }
 
+  // async so that contract violations reject rather than throw; the body up to enqueue() still
+  // runs synchronously, which keeps calls in order.
+  async function place(offsetBytes: number, data: Payload): Promise<void> {
+    ensureOpen("write");
+    guard.accept(offsetBytes, data.length);
+    if (data.length === 0) return;
+    dataBytesWritten += data.length;
+    await enqueue(() => writeOrdered(offsetBytes, data));
+  }
+
   return {
     format: FORMAT_NAME,
     virtualSizeBytes,
     blockSizeBytes: clusterSizeBytes,
     releasesData: target.releasesData === true,
-    // async so that contract violations reject rather than throw; the body up to enqueue() still
-    // runs synchronously, which keeps calls in order.
-    async write(offsetBytes, data) {
-      ensureOpen("write");
-      guard.accept(offsetBytes, data.length);
-      if (data.length === 0) return;
-      dataBytesWritten += data.length;
-      await enqueue(() => writeOrdered(offsetBytes, data));
-    },
+    write: place,
+    ...copyMembers(target, place),
     async finish(): Promise<SinkResult> {
       ensureOpen("finish");
       closed = true;
