@@ -16,8 +16,12 @@ import { FileSpan, kernelCopyAvailable, type Payload } from "./file-span.ts";
 import { FILE_TARGET_WRITES_IN_FLIGHT } from "./io.ts";
 import type { DiskSink, DiskSource, Extent, SinkResult } from "./types.ts";
 
-/** Read unit. 1 MiB keeps syscalls and promise overhead small and memory modest. */
-export const CONVERT_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Read unit. Each write is a round trip to a thread-pool thread, and with one write in flight
+ * the file waits for it: 4 MiB pieces cut those waits to a quarter of 1 MiB's, which was 4–8 %
+ * of a qcow2 → raw run (docs/decisions/0012-engine-throughput.md), for 16 MiB more memory.
+ */
+export const CONVERT_CHUNK_BYTES = 4 * 1024 * 1024;
 /** Zero-detection unit: small enough to find holes between files, large enough to be cheap. */
 export const ZERO_DETECT_BYTES = 64 * 1024;
 /** Reads in flight. Four overlap I/O latency on files and HTTP without much memory. */
