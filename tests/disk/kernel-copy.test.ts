@@ -461,4 +461,29 @@ describe("kernel copies (copy_file_range) in convert", () => {
       });
     });
   }
+
+  it("GIVEN a source file that shrank after its extents were listed WHEN converted through kernel copies THEN convert rejects with TRUNCATED instead of writing zeros", async () => {
+    await withCopiesInTempDir(async (dir) => {
+      const raw = join(dir, "in.raw");
+      await sparseRaw(raw, 4 * MiB, [{ offsetBytes: 0, lengthBytes: 4 * MiB, fill: { seed: 22 } }]);
+      await withDisk(raw, async (disk) => {
+        // The disk as listed before the file shrank: all data, spans over the whole 4 MiB.
+        const listed: DiskSource = {
+          format: disk.format,
+          virtualSizeBytes: disk.virtualSizeBytes,
+          async *extents() {
+            yield { offsetBytes: 0, lengthBytes: 4 * MiB, kind: "data" as const };
+          },
+          read: (offsetBytes, lengthBytes, into) => disk.read(offsetBytes, lengthBytes, into),
+          fileSpan: (offsetBytes, lengthBytes) => disk.fileSpan!(offsetBytes, lengthBytes),
+          close: async () => {},
+        };
+        await truncate(raw, 1 * MiB);
+        await assert.rejects(
+          convertCounting(listed, join(dir, "out.raw"), "raw"),
+          (err) => err instanceof PortableError && err.code === "TRUNCATED",
+        );
+      });
+    });
+  });
 });
