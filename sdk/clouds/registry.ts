@@ -11,6 +11,8 @@ import { openDisk } from "../disk/open.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { isOvaFile, resolveOvaLocation } from "../ovf/ova-location.ts";
 import type { ReplicaTarget } from "../transfer/replicate.ts";
+import type { PlacementKind } from "../spec/placement.ts";
+import type { MachineDriver } from "./machine-driver.ts";
 
 /**
  * `format` skips detection; for a bare OVA it also skips the OVA_IS_ARCHIVE refusal, so a tar
@@ -62,4 +64,20 @@ export async function openReplicaTarget(text: string, virtualSizeBytes: number):
   }
   const { rawFileReplica } = await import("../transfer/raw-file-replica.ts");
   return { target: rawFileReplica({ path: text, virtualSizeBytes }), close: () => {} };
+}
+
+/**
+ * The machine driver of a platform (machine-driver.ts), loaded on first use; undefined for the
+ * platforms whose machines are the official providers' resources (aws, azure).
+ */
+export async function machineDriver(kind: PlacementKind): Promise<MachineDriver | undefined> {
+  switch (kind) {
+    case "local":
+      return (await import("./local/machine-driver.ts")).localMachineDriver;
+    case "vsphere":
+      return (await import("./vsphere/machine-driver.ts")).vsphereMachineDriver;
+    case "aws":
+    case "azure":
+      return undefined;
+  }
 }

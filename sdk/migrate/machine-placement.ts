@@ -1,13 +1,14 @@
-// The machine half of a placement, for the placements whose machines we run ourselves (local
-// QEMU, vSphere): create and start it on its placed disks, check it came up, stop, destroy, and
-// move it: the cutover from the machine on the old placement to a new one (sdk/migrate's
-// cutover: stop the source, final delta of every disk, verify, start the target, health check,
-// rollback on failure). AWS and Azure machines are the official providers' resources.
-import { readFile } from "node:fs/promises";
+// The machine half of a placement, written once over the platforms' machine drivers
+// (clouds/machine-driver.ts, chosen in clouds/registry.ts): create and start it on its placed
+// disks, check it came up, stop, destroy, and move it: the cutover from the machine on the old
+// placement to a new one (sdk/migrate's cutover: stop the source, final delta of every disk,
+// verify, start the target, health check, rollback on failure). Platforms without a machine
+// driver (AWS, Azure: the official providers' resources) have no machine here.
 import { PortableError } from "../errors.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
-import type { VsphereClient } from "../clouds/vsphere/client.ts";
+import { machineDriver } from "../clouds/registry.ts";
+import type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../clouds/machine-driver.ts";
 import { vsphereConnectionFromEnv, type VsphereConnection, type VsphereSettings } from "../clouds/vsphere/disk-url.ts";
 import { placeDisk, recordTimings, removeDisk, type AppliedFixups, type DiskFixups } from "./disk-placement.ts";
 import { cutover, CutoverError, type CutoverRecord } from "./migrate.ts";
@@ -15,100 +16,20 @@ import { plainName } from "./targets.ts";
 import type { DiskReplication, HealthResult, Machine } from "./types.ts";
 import type { ReplicateProgress } from "../transfer/replicate.ts";
 
-export interface PlacedDiskRef {
-  readonly id: string;
-  /** Where the disk is: a file path (local) or a datastore path (vsphere). */
-  readonly location: string;
-  /** The target string it was placed with (targets.ts). */
-  readonly target: string;
-}
+export type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../clouds/machine-driver.ts";
 
-export interface MachineRequest {
-  readonly workload: Workload;
-  /** Where measured boot and stop times are kept for the next plan. */
-  readonly stateDir?: string;
-  readonly placement: Placement;
-  readonly disks: readonly PlacedDiskRef[];
-  readonly vsphere?: VsphereConnection;
-}
-
-export interface MachineState {
-  readonly kind: Placement["kind"];
-  /** The local machine name or the vSphere VM's managed object id; "" for clouds. */
-  readonly machineId: string;
-  readonly running: boolean;
-  /** Seconds from start to a passing health check, when one ran. */
-  readonly bootSeconds?: number;
-}
-
-/** A local guest that prints no marker is up once QEMU runs; this long for one that does. */
-export const LOCAL_BOOT_TIMEOUT_MS = 180_000;
-
-function localName(workload: Workload): string {
+/** A machine's name where the platform takes one (a local machine's folder and QEMU name). */
+function machineName(workload: Workload): string {
   return plainName(workload.name).slice(0, 63);
-}
-
-async function waitForMarker(serialLog: string, marker: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const text = await readFile(serialLog, "utf8").catch(() => "");
-    if (text.split(/\r?\n/).some((line) => line.trim() === marker)) return true;
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  return false;
-}
-
-async function withVsphere<T>(request: { readonly vsphere?: VsphereConnection }, fn: (client: VsphereClient) => Promise<T>): Promise<T> {
-  if (request.vsphere === undefined) throw new PortableError("VSPHERE_CONNECTION_MISSING", "a vSphere machine needs the vCenter connection and its password: set VSPHERE_PASSWORD (or the variable the placement names in passwordEnv) for the program and the engine");
-  const { connectVsphere } = await import("../clouds/vsphere/disk-url.ts");
-  const client = await connectVsphere(request.vsphere);
-  try {
-    return await fn(client);
-  } finally {
-    await client.logout().catch(() => {});
-  }
 }
 
 /** Creates the machine on its placed disks and starts it (health-checked) when the placement says so. */
 export async function createMachine(request: MachineRequest): Promise<MachineState> {
-  const state = await createMachineOnly(request);
+  const driver = await machineDriver(request.placement.kind);
+  if (driver === undefined) return { kind: request.placement.kind, machineId: "", running: false };
+  const state = await driver.create(request, machineName(request.workload));
   if (request.stateDir !== undefined && state.bootSeconds !== undefined) await recordTimings(request.stateDir, request.workload.name, state.kind, { bootSeconds: state.bootSeconds });
   return state;
-}
-
-async function createMachineOnly(request: MachineRequest): Promise<MachineState> {
-  const { workload, placement } = request;
-  if (placement.kind === "local") {
-    const local = await import("../clouds/local/index.ts");
-    const store = await local.openDatastore(placement.dir);
-    const definition = local.defineMachine(workload, { name: localName(workload), disks: Object.fromEntries(request.disks.map((d) => [d.id, { path: d.location, format: "raw" as const }])) });
-    if (!placement.start) return { kind: "local", machineId: definition.name, running: false };
-    const started = performance.now();
-    const running = await local.startMachine(store, definition);
-    if (placement.bootMarker !== undefined && !(await waitForMarker(running.files.serialLog, placement.bootMarker, LOCAL_BOOT_TIMEOUT_MS))) {
-      await local.stopMachine(store, definition.name, { graceMs: 0 });
-      throw new PortableError("HEALTH_CHECK_FAILED", `local machine ${definition.name}: no "${placement.bootMarker}" on the serial console within ${LOCAL_BOOT_TIMEOUT_MS / 1000} s`);
-    }
-    return { kind: "local", machineId: definition.name, running: true, bootSeconds: (performance.now() - started) / 1000 };
-  }
-  if (placement.kind === "vsphere") {
-    return withVsphere(request, async (client) => {
-      const vm = await import("../clouds/vsphere/vm.ts");
-      const ref = await vm.createVm(client, workload, {
-        datacenter: placement.datacenter,
-        datastore: placement.datastore,
-        ...(placement.resourcePool === undefined ? {} : { resourcePool: placement.resourcePool }),
-        ...(placement.host === undefined ? {} : { host: placement.host }),
-        diskFiles: Object.fromEntries(request.disks.map((d) => [d.id, d.location])),
-        networks: placement.networks,
-      });
-      const started = performance.now();
-      if (placement.powerOn) await vm.powerOnVm(client, ref);
-      const running = placement.powerOn && (await vm.powerState(client, ref)) === "poweredOn";
-      return { kind: "vsphere" as const, machineId: ref.value, running, ...(placement.powerOn ? { bootSeconds: (performance.now() - started) / 1000 } : {}) };
-    });
-  }
-  return { kind: placement.kind, machineId: "", running: false };
 }
 
 /** Stops the machine: graceful first (ACPI / guest shutdown), then hard. */
@@ -120,62 +41,18 @@ export async function stopMachine(request: MachineRequest, machineId: string, gr
 }
 
 async function stopMachineOnly(request: MachineRequest, machineId: string, gracefulTimeoutMs: number): Promise<{ graceful: boolean }> {
-  const { placement } = request;
-  if (placement.kind === "local") {
-    const local = await import("../clouds/local/index.ts");
-    const result = await local.stopMachine(await local.openDatastore(placement.dir), machineId, { graceMs: gracefulTimeoutMs });
-    return { graceful: result.method === "powerdown" || result.method === "not-running" };
-  }
-  if (placement.kind === "vsphere") {
-    return withVsphere(request, async (client) => {
-      const vm = await import("../clouds/vsphere/vm.ts");
-      const { moRef } = await import("../clouds/vsphere/xml.ts");
-      const how = await vm.powerOffVm(client, moRef("VirtualMachine", machineId), { guestShutdownTimeoutMs: gracefulTimeoutMs });
-      return { graceful: how !== "hard" };
-    });
-  }
-  return { graceful: true };
+  const driver = await machineDriver(request.placement.kind);
+  return driver === undefined ? { graceful: true } : driver.stop(request, machineId, gracefulTimeoutMs);
 }
 
 export async function isRunning(request: MachineRequest, machineId: string): Promise<boolean> {
-  const { placement } = request;
-  if (placement.kind === "local") {
-    const local = await import("../clouds/local/index.ts");
-    return (await local.machineStatus(await local.openDatastore(placement.dir), machineId)).state === "running";
-  }
-  if (placement.kind === "vsphere") {
-    return withVsphere(request, async (client) => {
-      const vm = await import("../clouds/vsphere/vm.ts");
-      const { moRef } = await import("../clouds/vsphere/xml.ts");
-      return (await vm.powerState(client, moRef("VirtualMachine", machineId))) === "poweredOn";
-    });
-  }
-  return false;
+  const driver = await machineDriver(request.placement.kind);
+  return driver !== undefined && (await driver.isRunning(request, machineId));
 }
 
 /** Starts a stopped machine again (a rollback). */
 export async function restartMachine(request: MachineRequest, machineId: string): Promise<void> {
-  const { placement } = request;
-  if (placement.kind === "local") {
-    const local = await import("../clouds/local/index.ts");
-    const definition = local.defineMachine(request.workload, { name: machineId, disks: Object.fromEntries(request.disks.map((d) => [d.id, { path: d.location, format: "raw" as const }])) });
-    await local.startMachine(await local.openDatastore(placement.dir), definition);
-  } else if (placement.kind === "vsphere") {
-    await withVsphere(request, async (client) => {
-      const vm = await import("../clouds/vsphere/vm.ts");
-      const { moRef } = await import("../clouds/vsphere/xml.ts");
-      await vm.powerOnVm(client, moRef("VirtualMachine", machineId));
-    });
-  }
-}
-
-export interface DestroyMachineOptions {
-  /**
-   * Keep a local machine's folder: its UEFI variable store (the NVRAM that holds boot entries)
-   * and logs. For a machine recreated at once on the same placement and disks (a new shape);
-   * a machine that goes away for good leaves nothing. @default false
-   */
-  readonly keepLocalState?: boolean;
+  await (await machineDriver(request.placement.kind))?.start(request, machineId);
 }
 
 /**
@@ -183,22 +60,8 @@ export interface DestroyMachineOptions {
  * stopped and its folder (logs, QEMU arguments, UEFI variables, sockets) removed with it.
  */
 export async function destroyMachine(request: MachineRequest, machineId: string, options: DestroyMachineOptions = {}): Promise<void> {
-  const { placement } = request;
   if (machineId === "") return;
-  if (placement.kind === "local") {
-    const local = await import("../clouds/local/index.ts");
-    const store = await local.openDatastore(placement.dir);
-    await local.stopMachine(store, machineId, { graceMs: 0 });
-    if (options.keepLocalState !== true) await local.removeMachine(store, machineId);
-  } else if (placement.kind === "vsphere") {
-    await withVsphere(request, async (client) => {
-      const vm = await import("../clouds/vsphere/vm.ts");
-      const { moRef } = await import("../clouds/vsphere/xml.ts");
-      await vm.destroyVm(client, moRef("VirtualMachine", machineId), { keepDisks: true }).catch((error: unknown) => {
-        if ((error as PortableError).code !== "VSPHERE_NOT_FOUND" && !/ManagedObjectNotFound/.test(String(error))) throw error;
-      });
-    });
-  }
+  await (await machineDriver(request.placement.kind))?.destroy(request, machineId, options);
 }
 
 export interface MoveRequest {
@@ -298,8 +161,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     gracefulTimeoutMs: request.gracefulTimeoutMs ?? 30_000,
     healthCheck: async (): Promise<HealthResult> => {
       if (state === undefined) return { ok: false, detail: "the target machine was not created" };
-      const wantsRunning = (to.placement.kind === "local" && to.placement.start) || (to.placement.kind === "vsphere" && to.placement.powerOn);
-      if (!wantsRunning) return { ok: true, detail: "created (not started, as the placement asks)" };
+      if ((await machineDriver(to.placement.kind))?.wantsRunning(to.placement) !== true) return { ok: true, detail: "created (not started, as the placement asks)" };
       // A local guest that printed its marker may have powered off by itself: the marker is the proof.
       return { ok: state.running, detail: state.bootSeconds === undefined ? "running" : `up in ${state.bootSeconds.toFixed(1)} s` };
     },

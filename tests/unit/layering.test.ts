@@ -58,6 +58,10 @@ async function findLayerViolations(root: string): Promise<Violation[]> {
         if (rel.startsWith(`sdk${sep}transfer${sep}`) && specifier.startsWith(".") && relative(root, resolve(dirname(file), specifier)).startsWith(`sdk${sep}clouds${sep}`)) {
           violations.push({ file: rel, specifier, rule: "sdk/transfer imports no sdk/clouds driver" });
         }
+        // The migration (warm loop, cutover, plan) is written over the drivers, never under them.
+        if (rel.startsWith(`sdk${sep}clouds${sep}`) && specifier.startsWith(".") && relative(root, resolve(dirname(file), specifier)).startsWith(`sdk${sep}migrate${sep}`)) {
+          violations.push({ file: rel, specifier, rule: "sdk/clouds imports nothing from sdk/migrate" });
+        }
         if (folder !== "examples" && target === "examples") {
           violations.push({ file: rel, specifier, rule: "nothing imports from examples/" });
         }
@@ -82,6 +86,8 @@ describe("layering", () => {
       await mkdir(join(root, "sdk", "transfer"), { recursive: true });
       await writeFile(join(root, "sdk", "transfer", "up.ts"), `const aws = await import("../clouds/aws/url.ts");\nimport { y } from "./retry.ts";\n`);
       await writeFile(join(root, "sdk", "disk", "bad.ts"), `import * as pulumi from "@pulumi/pulumi";\n`);
+      await mkdir(join(root, "sdk", "clouds", "local"), { recursive: true });
+      await writeFile(join(root, "sdk", "clouds", "local", "down.ts"), `import { plainName } from "../../migrate/targets.ts";\nimport type { MachineDriver } from "../machine-driver.ts";\n`);
       await writeFile(join(root, "sdk", "lazy.ts"), `const aws = await import("@pulumi/aws");\n`);
       await writeFile(join(root, "sdk", "up.ts"), `export { Workload } from "../components/workload.ts";\n`);
       await writeFile(join(root, "components", "c.ts"), `const q = require("../examples/quickstart/index.ts");\n`);
@@ -92,6 +98,7 @@ describe("layering", () => {
         found.map((v) => `${v.file} ${v.specifier}`).sort(),
         [
           "components/c.ts ../examples/quickstart/index.ts",
+          "sdk/clouds/local/down.ts ../../migrate/targets.ts",
           "sdk/disk/bad.ts @pulumi/pulumi",
           "sdk/lazy.ts @pulumi/aws",
           "sdk/transfer/up.ts ../clouds/aws/url.ts",
