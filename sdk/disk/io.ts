@@ -158,14 +158,14 @@ export async function createFileTarget(path: string, options: FileTargetOptions 
     if (failure !== undefined) throw failure;
   }
   /** A copy the kernel refused (another file system, an old kernel): through `buffer` instead. */
-  async function readAndWrite(span: FileSpan, offsetBytes: number, buffer: Buffer): Promise<Buffer> {
+  async function readAndWrite(span: FileSpan, offsetBytes: number, buffer: Buffer): Promise<void> {
     let at = offsetBytes;
     for (const run of span.runs) {
       for (let done = 0; done < run.lengthBytes; ) {
         const length = Math.min(buffer.length, run.lengthBytes - done);
         const { bytesRead } = await readFdAsync(run.fd, buffer, 0, length, run.fileOffsetBytes + done);
         if (bytesRead === 0) {
-          throw new FormatError("TRUNCATED", `${path}: the source file ends before offset 0x${(run.fileOffsetBytes + done).toString(16)}`, {
+          throw new FormatError("TRUNCATED", `copy into ${path}: the source file ends before offset 0x${(run.fileOffsetBytes + done).toString(16)}`, {
             context: { fileOffsetBytes: run.fileOffsetBytes + done },
           });
         }
@@ -174,7 +174,6 @@ export async function createFileTarget(path: string, options: FileTargetOptions 
         at += bytesRead;
       }
     }
-    return buffer;
   }
   return {
     name: path,
