@@ -245,6 +245,8 @@ describe("kernel copies (copy_file_range) in convert", () => {
     ["vhd dynamic", "vhd", { subformat: "dynamic" }, "vpc"],
     ["vhdx dynamic", "vhdx", { subformat: "dynamic" }, "vhdx"],
     ["vhdx fixed", "vhdx", { subformat: "fixed" }, "vhdx"],
+    ["qcow2 (64 KiB clusters)", "qcow2", {}, "qcow2"],
+    ["qcow2 (4 KiB clusters, many L2 tables)", "qcow2", { clusterSize: 4096 }, "qcow2"],
   ] as const) {
     it(`GIVEN a sparse raw source WHEN converted to ${label} THEN the kernel copies the data and qemu-img finds them identical`, async () => {
       await withCopiesInTempDir(async (dir) => {

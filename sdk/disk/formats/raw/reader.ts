@@ -6,6 +6,7 @@ import { FileSpan } from "../../file-span.ts";
 
 export function openRaw(source: ByteSource): DiskSource {
   const virtualSizeBytes = source.sizeBytes;
+  const fd = source.fd;
   return {
     format: "raw",
     virtualSizeBytes,
@@ -14,12 +15,12 @@ export function openRaw(source: ByteSource): DiskSource {
       else if (virtualSizeBytes > 0) yield { offsetBytes: 0, lengthBytes: virtualSizeBytes, kind: "data" };
     },
     read: (offsetBytes, lengthBytes, into) => readExact(source, offsetBytes, lengthBytes, "raw", "data", into),
-    ...(source.fd === undefined
+    ...(fd === undefined
       ? {}
       : {
           fileSpan: async (offsetBytes: number, lengthBytes: number) =>
             offsetBytes >= 0 && lengthBytes > 0 && offsetBytes + lengthBytes <= virtualSizeBytes
-              ? new FileSpan([{ fd: source.fd!, fileOffsetBytes: offsetBytes, lengthBytes }])
+              ? new FileSpan([{ fd, fileOffsetBytes: offsetBytes, lengthBytes }])
               : undefined,
         }),
     close: () => source.close(),
