@@ -61,9 +61,13 @@ const REFUSALS = new Set([
   95, // EOPNOTSUPP
 ]);
 
-/** True when the kernel can be asked to copy (Linux, koffi loads, not turned off). */
+/**
+ * True when the kernel may be asked to copy: Linux, koffi loads, and PORTABLE_COPY_RANGE=1. Off by
+ * default: it saves CPU, but in one full bench:convert run it was 2.5 times slower than reading
+ * and writing (docs/decisions/0012-engine-throughput.md).
+ */
 export function kernelCopyAvailable(): boolean {
-  return process.env.PORTABLE_NO_COPY_RANGE !== "1" && libc() !== undefined;
+  return process.env.PORTABLE_COPY_RANGE === "1" && libc() !== undefined;
 }
 
 /**
@@ -73,7 +77,7 @@ export function kernelCopyAvailable(): boolean {
  */
 export async function kernelCopy(span: FileSpan, fdOut: number, offsetBytes: number): Promise<boolean> {
   const c = libc();
-  if (c === undefined || process.env.PORTABLE_NO_COPY_RANGE === "1") return false;
+  if (c === undefined || process.env.PORTABLE_COPY_RANGE !== "1") return false;
   let out = offsetBytes;
   for (const run of span.runs) {
     let done = 0;
@@ -127,5 +131,5 @@ export function copyMembers(
  */
 export function kernelCopies(fdIn: number, fdOut: number): boolean {
   const c = libc();
-  return c !== undefined && process.env.PORTABLE_NO_COPY_RANGE !== "1" && c.copyFileRange(fdIn, 0, fdOut, 0, 0) === 0;
+  return c !== undefined && process.env.PORTABLE_COPY_RANGE === "1" && c.copyFileRange(fdIn, 0, fdOut, 0, 0) === 0;
 }
