@@ -1,8 +1,9 @@
 // Bytes that are still in a local file: convert() hands a sink a FileSpan instead of a buffer
 // when the source's bytes lie verbatim in a file (a raw image, a qcow2's uncompressed clusters)
 // and the target is a file, and the kernel copies them (copy_file_range(2)). Read and write
-// copy every byte twice, into the process and back out; the kernel copies it once, and on
-// tmpfs that is about 30 % less time (docs/decisions/0012-engine-throughput.md).
+// copy every byte twice, into the process and back out; the kernel copies it once, for about a
+// third less CPU. Off unless PORTABLE_COPY_RANGE=1: it has not yet won on wall time
+// (docs/decisions/0012-engine-throughput.md).
 import { FormatError, NotCapableError, PortableError } from "../errors.ts";
 import { libc } from "./libc.ts";
 import type { ByteTarget } from "./types.ts";
@@ -77,7 +78,7 @@ export function kernelCopyAvailable(): boolean {
  */
 export async function kernelCopy(span: FileSpan, fdOut: number, offsetBytes: number): Promise<boolean> {
   const c = libc();
-  if (c === undefined || process.env.PORTABLE_COPY_RANGE !== "1") return false;
+  if (c === undefined || !kernelCopyAvailable()) return false;
   let out = offsetBytes;
   for (const run of span.runs) {
     let done = 0;
@@ -130,6 +131,5 @@ export function copyMembers(
  * checks (EXDEV between file systems that cannot) and copies nothing.
  */
 export function kernelCopies(fdIn: number, fdOut: number): boolean {
-  const c = libc();
-  return c !== undefined && process.env.PORTABLE_COPY_RANGE === "1" && c.copyFileRange(fdIn, 0, fdOut, 0, 0) === 0;
+  return kernelCopyAvailable() && libc()!.copyFileRange(fdIn, 0, fdOut, 0, 0) === 0;
 }
