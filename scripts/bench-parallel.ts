@@ -24,7 +24,7 @@ import { createFileTarget } from "../sdk/disk/io.ts";
 import { openDisk } from "../sdk/disk/open.ts";
 import { FileReplicaStore } from "../sdk/transfer/checkpoint.ts";
 import { DEFAULT_MAX_PARALLEL_JOBS, jobSlotsInUse, MAX_PARALLEL_JOBS_ENV, withJobSlot } from "../sdk/transfer/job-slots.ts";
-import { rawFileReplica } from "../sdk/transfer/raw-file-replica.ts";
+import { rawFileReplica } from "../sdk/clouds/local/replica-target.ts";
 import { replicate } from "../sdk/transfer/replicate.ts";
 import { TOOLS } from "../tests/harness/tools.ts";
 import { buildMixedImage } from "./mixed-image.ts";

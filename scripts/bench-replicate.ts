@@ -19,7 +19,7 @@ import { blockReplication, cutover, replicatePass } from "../sdk/migrate/migrate
 import { describePlan, planMigration } from "../sdk/migrate/plan.ts";
 import type { DiskReplication, Machine } from "../sdk/migrate/types.ts";
 import { FileReplicaStore } from "../sdk/transfer/checkpoint.ts";
-import { rawFileReplica } from "../sdk/transfer/raw-file-replica.ts";
+import { rawFileReplica } from "../sdk/clouds/local/replica-target.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(process.env.PW_BENCH_REPLICATE_BYTES ?? 4096 * MiB);

@@ -18,40 +18,8 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promise
 import { join } from "node:path";
 import { z } from "zod";
 import { InvalidArgsError } from "../errors.ts";
-import { BlockManifest, type ManifestJson } from "./manifest.ts";
-
-export type TargetState = Readonly<Record<string, string | number | boolean>>;
-
-export interface PassFigures {
-  readonly bytesSent: number;
-  /** Source bytes read and hashed. */
-  readonly scannedBytes?: number;
-  readonly blocksSent: number;
-  readonly seconds: number;
-  readonly finishedAt: string;
-}
-
-/** What the target holds after its last completed pass. */
-export interface CommittedReplica {
-  readonly manifest: BlockManifest;
-  /** e.g. a file path, `snap-…`, a blob URL without its SAS. */
-  readonly location: string;
-  readonly targetState: TargetState;
-  readonly passes: number;
-  readonly lastPass?: PassFigures;
-}
-
-/** A pass interrupted before its commit, as its journal recorded it. */
-export interface PendingPass {
-  readonly baseDigest: string;
-  readonly targetState: TargetState;
-  /** Blocks the target acknowledged: manifest hash (undefined for a cleared block) and receipt. */
-  readonly done: ReadonlyMap<number, { readonly hash: Buffer | undefined; readonly receipt?: string }>;
-  /** Blocks sent without an acknowledgement: their content on the target is unknown. */
-  readonly unknown: ReadonlySet<number>;
-  /** Every write was done and the target's commit had started (it may have finished). */
-  readonly sealing: boolean;
-}
+import type { CommittedReplica, PendingPass, TargetState } from "../contracts/replica-target.ts";
+import { BlockManifest, type ManifestJson } from "../disk/manifest.ts";
 
 export interface PassJournal {
   begin(baseDigest: string, targetState: TargetState): void;
@@ -84,7 +52,7 @@ function checkKey(key: string): string {
   return key;
 }
 
-const targetStateSchema = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]));
+const targetStateSchema = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])) satisfies z.ZodType<TargetState>;
 const committedSchema = z.object({
   version: z.literal(1),
   manifest: z.custom<ManifestJson>((value) => typeof value === "object" && value !== null),

@@ -3,8 +3,9 @@
 // with an empty disk, finds the manifest where the replica is. The journal of a pass in progress
 // stays local: it is appended per block and only matters to the process that can resume it.
 import type { ContainerClient } from "@azure/storage-blob";
-import type { CommittedReplica, FileReplicaStore, PassJournal, PendingPass, ReplicaStore } from "./checkpoint.ts";
-import { BlockManifest, type ManifestJson } from "./manifest.ts";
+import type { CommittedReplica, PendingPass } from "../contracts/replica-target.ts";
+import { BlockManifest, type ManifestJson } from "../disk/manifest.ts";
+import type { FileReplicaStore, PassJournal, ReplicaStore } from "./checkpoint.ts";
 
 /** The little an object store must do: whole small objects by name. */
 export interface ObjectStore {

@@ -9,47 +9,9 @@
 // off. A pass is committed (the target sealed, the state saved) only when every write is done.
 import { InvalidArgsError } from "../errors.ts";
 import type { DiskSource } from "../disk/types.ts";
-import { BlockManifest, blockHash, DEFAULT_MANIFEST_BLOCK_BYTES } from "./manifest.ts";
-import type { CommittedReplica, PendingPass, ReplicaStore, TargetState } from "./checkpoint.ts";
-
-/** One pass's writes into a target. Calls to write() may overlap; they never share a block. */
-export interface ReplicaPass {
-  /** Persisted in the journal so a rerun can reopen the same pass (e.g. `{ snapshotId }`). */
-  readonly state: TargetState;
-  /**
-   * Writes one block at `offsetBytes` (`data` is the block's bytes; the last block of a disk
-   * may be short). `zero` means the block became all zeros and must be cleared. Resolves when
-   * the target holds it, optionally with a receipt the journal keeps for the commit (e.g. the
-   * EBS checksum).
-   */
-  write(blockIndex: number, offsetBytes: number, data: Buffer, zero: boolean): Promise<string | undefined>;
-  /** Seals the pass: every block written is durable and readable. */
-  commit(): Promise<{ readonly location: string; readonly state: TargetState }>;
-  /** Gives up a pass that will not be resumed (e.g. deletes a pending snapshot). */
-  abort(): Promise<void>;
-}
-
-/** Where replication writes: a file, an EBS snapshot chain, a page blob. */
-export interface ReplicaTarget {
-  /** For messages, without credentials. */
-  readonly name: string;
-  readonly virtualSizeBytes: number;
-  /** Blocks this target needs: the manifest block size must be a multiple. Default 512. */
-  readonly alignmentBytes?: number;
-  /** Writes in flight. */
-  readonly concurrency?: number;
-  /** Starts a pass on top of what the target holds (`base` undefined: a new, all-zero target). */
-  begin(base: CommittedReplica | undefined): Promise<ReplicaPass>;
-  /**
-   * Reopens an interrupted pass from its journal. Undefined when that pass can no longer take
-   * writes (e.g. its pending snapshot expired): the rerun then starts a new pass from `base`.
-   */
-  resume(base: CommittedReplica | undefined, pending: PendingPass): Promise<ReplicaPass | undefined>;
-  /** Reads back what a committed pass left, for verification. */
-  openReadBack(committed: CommittedReplica): Promise<DiskSource>;
-  /** Deletes what the replica holds (file, snapshot chain, blob). Missing pieces are not an error. */
-  destroy(committed: CommittedReplica | undefined): Promise<void>;
-}
+import type { ReplicaPass, ReplicaTarget, TargetState } from "../contracts/replica-target.ts";
+import { BlockManifest, blockHash, DEFAULT_MANIFEST_BLOCK_BYTES } from "../disk/manifest.ts";
+import type { ReplicaStore } from "./checkpoint.ts";
 
 export interface ReplicateProgress {
   readonly scannedBytes: number;

@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { InvalidArgsError } from "../errors.ts";
 import type { DiskSource } from "../disk/types.ts";
-import { blockHash, type BlockManifest } from "./manifest.ts";
+import { blockHash, type BlockManifest } from "../disk/manifest.ts";
 
 export type VerifyPolicy =
   | { readonly mode: "full" }

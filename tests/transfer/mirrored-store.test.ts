@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { openDisk } from "../../sdk/disk/open.ts";
 import { FileReplicaStore } from "../../sdk/transfer/checkpoint.ts";
 import { blobObjectStore, MirroredReplicaStore } from "../../sdk/transfer/mirrored-store.ts";
-import { rawFileReplica } from "../../sdk/transfer/raw-file-replica.ts";
+import { rawFileReplica } from "../../sdk/clouds/local/replica-target.ts";
 import { replicate } from "../../sdk/transfer/replicate.ts";
 import { startAzurite, type Azurite } from "../harness/azurite.ts";
 import { containerFor } from "../clouds/azure/helpers.ts";

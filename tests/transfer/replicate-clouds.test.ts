@@ -14,9 +14,10 @@ import { createAwsClients, type AwsClients } from "../../sdk/clouds/aws/clients.
 import { ebsReplica } from "../../sdk/clouds/aws/replica-target.ts";
 import { pageBlobReplica } from "../../sdk/clouds/azure/replica-target.ts";
 import { FileReplicaStore } from "../../sdk/transfer/checkpoint.ts";
-import { replicate, type ReplicaTarget } from "../../sdk/transfer/replicate.ts";
+import type { ReplicaTarget } from "../../sdk/contracts/replica-target.ts";
+import { replicate } from "../../sdk/transfer/replicate.ts";
 import { verifyReplica } from "../../sdk/transfer/verify.ts";
-import { buildManifest } from "../../sdk/transfer/manifest.ts";
+import { buildManifest } from "../../sdk/disk/manifest.ts";
 import { startAzurite, type Azurite } from "../harness/azurite.ts";
 import { startFaultProxy, type FaultProxy } from "../harness/fault-proxy.ts";
 import { startMoto, type Moto } from "../harness/moto.ts";

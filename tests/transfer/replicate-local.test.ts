@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { openDisk } from "../../sdk/disk/open.ts";
 import { FileReplicaStore } from "../../sdk/transfer/checkpoint.ts";
-import { rawFileReplica } from "../../sdk/transfer/raw-file-replica.ts";
+import { rawFileReplica } from "../../sdk/clouds/local/replica-target.ts";
 import { replicate } from "../../sdk/transfer/replicate.ts";
 import { verifyReplica } from "../../sdk/transfer/verify.ts";
 import { fileSha256 } from "../harness/disk.ts";

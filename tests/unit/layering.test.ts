@@ -41,6 +41,12 @@ function topFolder(root: string, path: string): string {
   return relative(root, path).split(sep)[0] ?? "";
 }
 
+/** True when the relative import `specifier` in `file` lands in the folder `parts` (e.g. sdk/transfer). */
+function inFolder(root: string, file: string, specifier: string, ...parts: string[]): boolean {
+  if (!specifier.startsWith(".")) return false;
+  return relative(root, resolve(dirname(file), specifier)).startsWith(`${join(...parts)}${sep}`);
+}
+
 async function findLayerViolations(root: string): Promise<Violation[]> {
   const violations: Violation[] = [];
   for (const folder of SOURCE_FOLDERS) {
@@ -61,6 +67,17 @@ async function findLayerViolations(root: string): Promise<Violation[]> {
         // The migration (warm loop, cutover, plan) is written over the drivers, never under them.
         if (rel.startsWith(`sdk${sep}clouds${sep}`) && specifier.startsWith(".") && relative(root, resolve(dirname(file), specifier)).startsWith(`sdk${sep}migrate${sep}`)) {
           violations.push({ file: rel, specifier, rule: "sdk/clouds imports nothing from sdk/migrate" });
+        }
+        // The drivers implement the contracts (sdk/contracts) and use the shared utilities
+        // (sdk/retry.ts, sdk/disk/manifest.ts); the replication engine is not theirs to reach.
+        if (rel.startsWith(`sdk${sep}clouds${sep}`) && inFolder(root, file, specifier, "sdk", "transfer")) {
+          violations.push({ file: rel, specifier, rule: "sdk/clouds imports nothing from sdk/transfer" });
+        }
+        // The contracts are the floor under drivers, transfer and migrate: they name none of them.
+        if (rel.startsWith(`sdk${sep}contracts${sep}`)) {
+          for (const above of ["clouds", "transfer", "migrate"]) {
+            if (inFolder(root, file, specifier, "sdk", above)) violations.push({ file: rel, specifier, rule: `sdk/contracts imports nothing from sdk/${above}` });
+          }
         }
         if (folder !== "examples" && target === "examples") {
           violations.push({ file: rel, specifier, rule: "nothing imports from examples/" });
@@ -87,7 +104,17 @@ describe("layering", () => {
       await writeFile(join(root, "sdk", "transfer", "up.ts"), `const aws = await import("../clouds/aws/url.ts");\nimport { y } from "./retry.ts";\n`);
       await writeFile(join(root, "sdk", "disk", "bad.ts"), `import * as pulumi from "@pulumi/pulumi";\n`);
       await mkdir(join(root, "sdk", "clouds", "local"), { recursive: true });
-      await writeFile(join(root, "sdk", "clouds", "local", "down.ts"), `import { plainName } from "../../migrate/targets.ts";\nimport type { MachineDriver } from "../machine-driver.ts";\n`);
+      await writeFile(join(root, "sdk", "clouds", "local", "down.ts"), `import { plainName } from "../../migrate/targets.ts";\nimport type { MachineDriver } from "../../contracts/machine-driver.ts";\n`);
+      await writeFile(
+        join(root, "sdk", "clouds", "local", "engine.ts"),
+        `import type { ReplicaStore } from "../../transfer/checkpoint.ts";\nconst r = await import("../../transfer/replicate.ts");\nimport { withRetry } from "../../retry.ts";\nimport { BlockManifest } from "../../disk/manifest.ts";\nimport type { ReplicaTarget } from "../../contracts/replica-target.ts";\n`,
+      );
+      await mkdir(join(root, "sdk", "contracts"), { recursive: true });
+      await writeFile(
+        join(root, "sdk", "contracts", "up.ts"),
+        `import type { VsphereClient } from "../clouds/vsphere/client.ts";\nimport type { ReplicaStore } from "../transfer/checkpoint.ts";\nexport type { Machine } from "../migrate/types.ts";\n` +
+          `import type { DiskSource } from "../disk/types.ts";\nimport type { Placement } from "../spec/placement.ts";\nimport { CloudError } from "../errors.ts";\nimport type { PointInTime } from "./point-in-time.ts";\n`,
+      );
       await writeFile(join(root, "sdk", "lazy.ts"), `const aws = await import("@pulumi/aws");\n`);
       await writeFile(join(root, "sdk", "up.ts"), `export { Workload } from "../components/workload.ts";\n`);
       await writeFile(join(root, "components", "c.ts"), `const q = require("../examples/quickstart/index.ts");\n`);
@@ -99,6 +126,11 @@ describe("layering", () => {
         [
           "components/c.ts ../examples/quickstart/index.ts",
           "sdk/clouds/local/down.ts ../../migrate/targets.ts",
+          "sdk/clouds/local/engine.ts ../../transfer/checkpoint.ts",
+          "sdk/clouds/local/engine.ts ../../transfer/replicate.ts",
+          "sdk/contracts/up.ts ../clouds/vsphere/client.ts",
+          "sdk/contracts/up.ts ../migrate/types.ts",
+          "sdk/contracts/up.ts ../transfer/checkpoint.ts",
           "sdk/disk/bad.ts @pulumi/pulumi",
           "sdk/lazy.ts @pulumi/aws",
           "sdk/transfer/up.ts ../clouds/aws/url.ts",

@@ -1,9 +1,9 @@
 // One way to call AWS for every EBS/EC2 verb here: retries with backoff and full jitter on
-// throttling, 5xx and network errors (sdk/transfer/retry.ts), then one CloudError that names the
+// throttling, 5xx and network errors (sdk/retry.ts), then one CloudError that names the
 // operation, the snapshot id, the block and its offset. Messages carry ids and offsets only,
 // never request headers, so credentials cannot leak into them.
 import { CloudError, isPortableError, type ErrorContext } from "../../errors.ts";
-import { isTransientError, withRetry } from "../../transfer/retry.ts";
+import { isTransientError, withRetry } from "../../retry.ts";
 
 /**
  * Attempts per call, the first included. Eight attempts with a 100 ms base and full jitter wait

@@ -77,7 +77,7 @@ export interface ChangedBlock {
 
 /**
  * ListChangedBlocks between two snapshots of one lineage: an optional accelerator only. Deltas
- * that must be right come from our block manifests (sdk/transfer/manifest.ts); emulators get
+ * that must be right come from our block manifests (sdk/disk/manifest.ts); emulators get
  * this call wrong (DESIGN.md), so nothing here is trusted for correctness.
  */
 export async function listChangedBlocks(ebs: EBSClient, firstSnapshotId: string, secondSnapshotId: string, signal?: AbortSignal): Promise<ChangedBlock[]> {

@@ -4,7 +4,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { InvalidArgsError } from "../../errors.ts";
 import { convert, type ConvertOptions, type ConvertResult } from "../../disk/convert.ts";
 import type { DiskSource } from "../../disk/types.ts";
-import { BlockManifest, type ManifestJson } from "../../transfer/manifest.ts";
+import { BlockManifest, type ManifestJson } from "../../disk/manifest.ts";
 import { createAwsClients, type AwsClients } from "./clients.ts";
 import { registerImage } from "./register-image.ts";
 import { createEbsSnapshotSink } from "./snapshot-sink.ts";

@@ -13,7 +13,7 @@ import { DeleteSnapshotCommand, type EC2Client } from "@aws-sdk/client-ec2";
 import type { EBSClient } from "@aws-sdk/client-ebs";
 import { InvalidArgsError, NotCapableError } from "../../errors.ts";
 import type { DiskSink, SinkResult } from "../../disk/types.ts";
-import { BlockManifest } from "../../transfer/manifest.ts";
+import { BlockManifest } from "../../disk/manifest.ts";
 import { callAws } from "./call.ts";
 import { completeSnapshot, waitForSnapshotCompleted } from "./complete-snapshot.ts";
 import { EBS_BLOCK_BYTES, GiB, isZeroBlock, sha256, zeroBlock, ZERO_BLOCK_SHA256 } from "./ebs-block.ts";

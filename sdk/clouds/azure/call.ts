@@ -1,14 +1,14 @@
 // One wrapper for every Azure Storage call that moves data or reads state: our retry policy
-// (full jitter, named limits in transfer/retry.ts), and errors that name the operation, the
+// (full jitter, named limits in sdk/retry.ts), and errors that name the operation, the
 // offset and the blob, with any SAS signature removed.
 import { CloudError, isPortableError } from "../../errors.ts";
-import { isTransientError, withRetry } from "../../transfer/retry.ts";
+import { isTransientError, withRetry } from "../../retry.ts";
 
 export interface CallOptions {
   readonly signal?: AbortSignal;
   /** Told before each retry, e.g. to count retries in a benchmark or a test. */
   readonly onRetry?: (error: unknown, attempt: number) => void;
-  /** Attempts in all; the default is transfer/retry.ts's DEFAULT_RETRY_ATTEMPTS. */
+  /** Attempts in all; the default is sdk/retry.ts's DEFAULT_RETRY_ATTEMPTS. */
   readonly attempts?: number;
 }
 

@@ -9,7 +9,7 @@ import { openPageBlobSource } from "./page-blob-source.ts";
 import { parseAzureDiskUrl, type AzureDiskLocation } from "./url.ts";
 
 /**
- * Our retry policy (transfer/retry.ts, via call.ts) owns retries, so the SDK's own is set to
+ * Our retry policy (sdk/retry.ts, via call.ts) owns retries, so the SDK's own is set to
  * one try: otherwise each of our attempts would hide up to four of the SDK's.
  */
 const SDK_MAX_TRIES = 1;

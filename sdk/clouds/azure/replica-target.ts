@@ -6,8 +6,7 @@
 import type { PageBlobClient } from "@azure/storage-blob";
 import { InvalidArgsError, isPortableError } from "../../errors.ts";
 import { VHD_FOOTER_BYTES } from "../../disk/formats/vhd/layout.ts";
-import type { CommittedReplica } from "../../transfer/checkpoint.ts";
-import type { ReplicaPass, ReplicaTarget } from "../../transfer/replicate.ts";
+import type { CommittedReplica, ReplicaPass, ReplicaTarget } from "../../contracts/replica-target.ts";
 import { azureCall, redactUrl, type CallOptions } from "./call.ts";
 import { crc64Nvme } from "./crc64.ts";
 import { createBlob, fixedVhdFooter, vhdBlobSizeFor } from "./page-blob-sink.ts";

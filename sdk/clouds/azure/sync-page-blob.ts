@@ -1,7 +1,7 @@
 // Resync: bring a page blob that holds an earlier version of a disk up to date, sending only
 // the blocks whose content changed.
 //
-// What changed comes from our own block manifests (transfer/manifest.ts), never from the
+// What changed comes from our own block manifests (sdk/disk/manifest.ts), never from the
 // service's page-range diff: Azurite answers that wrong (DESIGN.md, "Real parts"). The caller
 // keeps the manifest of what the blob holds (from buildManifest, or the previous sync) and gets
 // the new one back. One pass over the source's data hashes every block; a block whose hash
@@ -11,7 +11,7 @@
 import type { PageBlobClient } from "@azure/storage-blob";
 import { InvalidArgsError } from "../../errors.ts";
 import type { DiskSource } from "../../disk/types.ts";
-import { BlockManifest } from "../../transfer/manifest.ts";
+import { BlockManifest } from "../../disk/manifest.ts";
 import { azureCall, redactUrl, type CallOptions } from "./call.ts";
 import { VHD_FOOTER_BYTES, VHD_FOOTER_COOKIE } from "../../disk/formats/vhd/layout.ts";
 import { fixedVhdFooter, vhdBlobSizeFor } from "./page-blob-sink.ts";

@@ -7,6 +7,7 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { CloudError } from "../../errors.ts";
+import type { PointInTime } from "../../contracts/point-in-time.ts";
 import type { DiskSource } from "../../disk/types.ts";
 import { openDisk } from "../../disk/open.ts";
 import type { LocalDatastore } from "./datastore.ts";
@@ -18,12 +19,10 @@ import { connectQmp, type QmpClient } from "./qmp.ts";
 export const COMMIT_TIMEOUT_MS = 120_000;
 const POLL_MS = 100;
 
-export interface FrozenDisk {
-  readonly source: DiskSource;
+/** A point in time of a local disk; release() closes the view and folds the guest's writes back. */
+export interface FrozenDisk extends PointInTime {
   /** True when the disk was frozen under a running guest (false: the machine was stopped). */
   readonly frozen: boolean;
-  /** Closes the view and folds the guest's writes back into the disk. */
-  release(): Promise<void>;
 }
 
 interface BlockJob {

@@ -6,7 +6,7 @@
 //   print them), and the pin is checked before a single request byte is sent.
 // - Login keeps the `vmware_soap_session` cookie. A call answered NotAuthenticated (the session
 //   expired or was terminated) logs in again once and is retried, transparently.
-// - Read-only calls are retried on network errors with transfer/retry.ts's backoff; calls that
+// - Read-only calls are retried on network errors with sdk/retry.ts's backoff; calls that
 //   change state never are, because a lost answer does not say whether the server acted.
 // - The password lives in a private field and never reaches a message, a log or an error.
 import { X509Certificate } from "node:crypto";
@@ -16,13 +16,13 @@ import { connect, type TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
 import { z } from "zod";
 import { CloudError, InvalidArgsError, isPortableError } from "../../errors.ts";
-import { isTransientError, withRetry } from "../../transfer/retry.ts";
+import { isTransientError, withRetry } from "../../retry.ts";
 import { faultFromSoap, VsphereFault } from "./faults.ts";
 import { envelope, expect, moRef, parseSoapBody, xs, type MoRef, type SoapInput, type XValue } from "./xml.ts";
 
 /** A SOAP call's answer may take long (a big RetrievePropertiesEx page); a hung server may not. */
 export const VSPHERE_REQUEST_TIMEOUT_MS = 120_000;
-/** Attempts for read-only calls on network errors (transfer/retry.ts schedule). */
+/** Attempts for read-only calls on network errors (sdk/retry.ts schedule). */
 export const VSPHERE_READ_ATTEMPTS = 4;
 /** Sockets kept per host: SOAP calls, a few datastore range reads and uploads at once. */
 const MAX_SOCKETS = 16;

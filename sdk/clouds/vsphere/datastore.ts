@@ -21,7 +21,7 @@ import { checkExtentPath } from "../../disk/formats/vmdk/reader.ts";
 import { formatDescriptor, type AdapterType } from "../../disk/formats/vmdk/descriptor.ts";
 import { SinkWriteGuard } from "../../disk/sink-guard.ts";
 import type { ByteSource, DiskSink, DiskSource, SinkResult } from "../../disk/types.ts";
-import { isTransientError, withRetry } from "../../transfer/retry.ts";
+import { isTransientError, withRetry } from "../../retry.ts";
 import { drain, type VsphereClient } from "./client.ts";
 import { findDatacenter, findDatastore } from "./inventory.ts";
 import { getProperties, runTask } from "./property-collector.ts";

@@ -5,26 +5,13 @@
 // manifest is still kept, so moving it back elsewhere is incremental there.
 import { posix } from "node:path";
 import { InvalidArgsError } from "../../errors.ts";
+import type { VsphereConnection, VsphereSettings } from "../../contracts/vsphere-connection.ts";
 import type { DiskSource } from "../../disk/types.ts";
 import { convert, type ConvertOptions } from "../../disk/convert.ts";
 import { VsphereClient } from "./client.ts";
 import { createDatastoreDiskSink, datastorePathOf, deleteDatastoreDisk, openDatastoreDisk, removeEmptyDatastoreFolder, type DatastoreFile } from "./datastore.ts";
 
 export const VSPHERE_SCHEME = "vsphere:";
-
-export interface VsphereConnection {
-  readonly url: string;
-  readonly username: string;
-  readonly password: string;
-  readonly caPem?: string;
-  readonly thumbprint?: string;
-  readonly insecure?: boolean;
-  /** The environment variable the password was read from (kept so a later run reads it again). */
-  readonly passwordEnv?: string;
-}
-
-/** A connection as it may be stored or passed around: everything but the password. */
-export type VsphereSettings = Omit<VsphereConnection, "password">;
 
 /** Where the vCenter password is read from when a placement names no other variable. */
 export const DEFAULT_VSPHERE_PASSWORD_ENV = "VSPHERE_PASSWORD";

@@ -1,19 +1,14 @@
 // A point-in-time view of a vSphere VM's disk, for warm replication: a snapshot freezes the
 // disk's files (the VM writes to new delta files from then on), we read the frozen file through
 // the datastore, and releasing removes the snapshot, which consolidates the deltas back.
-import type { DiskSource } from "../../disk/types.ts";
+import type { PointInTime } from "../../contracts/point-in-time.ts";
 import type { VsphereClient } from "./client.ts";
 import { openDatastoreDisk, parseDatastorePath } from "./datastore.ts";
 import { createSnapshot, datacenterOf, pickDisk, readVmConfig, removeSnapshot, snapshotDisks } from "./vm.ts";
 import type { MoRef } from "./xml.ts";
 
-export interface VspherePointInTime {
-  readonly source: DiskSource;
-  release(): Promise<void>;
-}
-
 /** Snapshots `vm` and opens disk `which` (index or label) as the snapshot froze it. */
-export async function vspherePointInTime(client: VsphereClient, vm: MoRef, which: number | string, name = `portable-pass-${Date.now()}`): Promise<VspherePointInTime> {
+export async function vspherePointInTime(client: VsphereClient, vm: MoRef, which: number | string, name = `portable-pass-${Date.now()}`): Promise<PointInTime> {
   const config = await readVmConfig(client, vm);
   const wanted = pickDisk(config, which);
   const datacenter = await datacenterOf(client, vm);

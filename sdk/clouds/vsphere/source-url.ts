@@ -10,7 +10,8 @@ import { readFile } from "node:fs/promises";
 import { InvalidArgsError } from "../../errors.ts";
 import type { DiskSource } from "../../disk/types.ts";
 import type { VsphereClient } from "./client.ts";
-import { connectVsphere, DEFAULT_VSPHERE_PASSWORD_ENV, isVsphereDiskUrl, openVsphereDisk, type VsphereConnection } from "./disk-url.ts";
+import type { VsphereConnection } from "../../contracts/vsphere-connection.ts";
+import { connectVsphere, DEFAULT_VSPHERE_PASSWORD_ENV, isVsphereDiskUrl, openVsphereDisk } from "./disk-url.ts";
 
 export interface VsphereVmDiskUrl {
   readonly host: string;

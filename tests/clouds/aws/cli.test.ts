@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { openDisk } from "../../../sdk/disk/open.ts";
-import { BlockManifest, buildManifest, changedBlocks, type ManifestJson } from "../../../sdk/transfer/manifest.ts";
+import { BlockManifest, buildManifest, changedBlocks, type ManifestJson } from "../../../sdk/disk/manifest.ts";
 import { fileSha256, qemuImg } from "../../harness/disk.ts";
 import { startFaultProxy, type FaultProxy } from "../../harness/fault-proxy.ts";
 import { startMoto, type Moto } from "../../harness/moto.ts";

@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { convert } from "../../../sdk/disk/convert.ts";
 import { openDisk } from "../../../sdk/disk/open.ts";
 import { isPortableError } from "../../../sdk/errors.ts";
-import { buildManifest } from "../../../sdk/transfer/manifest.ts";
+import { buildManifest } from "../../../sdk/disk/manifest.ts";
 import { createAwsClients, createEbsSnapshotSink, openEbsSnapshot } from "../../../sdk/clouds/aws/index.ts";
 import { qemuImg, sourceSha256 } from "../../harness/disk.ts";
 import { randomFaults, startFaultProxy, type Fault } from "../../harness/fault-proxy.ts";

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { convert } from "../../../sdk/disk/convert.ts";
 import { openDisk } from "../../../sdk/disk/open.ts";
-import { buildManifest, changedBlocks, type BlockManifest } from "../../../sdk/transfer/manifest.ts";
+import { buildManifest, changedBlocks, type BlockManifest } from "../../../sdk/disk/manifest.ts";
 import {
   createAwsClients,
   createEbsSnapshotSink,

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { after, before, describe, it } from "node:test";
 import { convert } from "../../../sdk/disk/convert.ts";
 import { openDisk } from "../../../sdk/disk/open.ts";
-import { buildManifest } from "../../../sdk/transfer/manifest.ts";
+import { buildManifest } from "../../../sdk/disk/manifest.ts";
 import { createAwsClients, createEbsSnapshotSink, openEbsSnapshot, type AwsClients } from "../../../sdk/clouds/aws/index.ts";
 import { fileSha256, qemuImg, qemuIo, sourceSha256 } from "../../harness/disk.ts";
 import { startFaultProxy, type FaultProxy } from "../../harness/fault-proxy.ts";

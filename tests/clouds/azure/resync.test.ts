@@ -11,7 +11,7 @@ import { syncPageBlob } from "../../../sdk/clouds/azure/sync-page-blob.ts";
 import { convert } from "../../../sdk/disk/convert.ts";
 import { openDisk } from "../../../sdk/disk/open.ts";
 import type { DiskSource } from "../../../sdk/disk/types.ts";
-import { BlockManifest, buildManifest, changedBlocks, DEFAULT_MANIFEST_BLOCK_BYTES } from "../../../sdk/transfer/manifest.ts";
+import { BlockManifest, buildManifest, changedBlocks, DEFAULT_MANIFEST_BLOCK_BYTES } from "../../../sdk/disk/manifest.ts";
 import { startAzurite, type Azurite } from "../../harness/azurite.ts";
 import { qemuImg, qemuIo, qemuRawSha256, sourceSha256, withTempDir } from "../../harness/disk.ts";
 import { containerFor, downloadPageBlob, KiB, mergeIntervals, MiB, startRecordingProxy, type RecordingProxy } from "./helpers.ts";

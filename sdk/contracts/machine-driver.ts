@@ -1,3 +1,6 @@
+// Contracts floor (sdk/contracts): the shapes the platform drivers (sdk/clouds) implement and
+// sdk/transfer and sdk/migrate use. It imports only sdk/disk, sdk/spec and sdk/errors.
+//
 // The machine half of a platform driver: what sdk/migrate's create, cutover and removal need of
 // a machine, for the platforms whose machines we run ourselves (local QEMU, vSphere). The warm
 // loop and the cutover are written once, over this contract; each platform's driver
@@ -5,7 +8,7 @@
 // machines are the official providers' resources, so their platforms have no machine driver.
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
-import type { VsphereConnection } from "./vsphere/disk-url.ts";
+import type { VsphereConnection } from "./vsphere-connection.ts";
 
 export interface PlacedDiskRef {
   readonly id: string;

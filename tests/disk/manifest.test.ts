@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { BlockManifest, buildManifest, changedBlocks } from "../../sdk/transfer/manifest.ts";
+import { BlockManifest, buildManifest, changedBlocks } from "../../sdk/disk/manifest.ts";
 import { memorySource } from "../harness/disk.ts";
 
 const KiB = 1024;

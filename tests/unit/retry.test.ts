@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { isPortableError } from "../../sdk/errors.ts";
-import { isTransientError, withRetry } from "../../sdk/transfer/retry.ts";
+import { isTransientError, withRetry } from "../../sdk/retry.ts";
 
 describe("withRetry", () => {
   it("GIVEN two transient failures THEN the third attempt's result is returned and waits stay under the cap", async () => {

@@ -1,8 +1,9 @@
-// Retries with exponential backoff and full jitter, for every cloud call that moves data.
+// Retries with exponential backoff and full jitter, for every cloud call that moves data. It sits
+// beside errors.ts, under every floor: the drivers (sdk/clouds) and sdk/transfer both use it.
 //
 // Full jitter (a random delay between 0 and the exponential cap) spreads retries of many
 // concurrent block uploads apart, so a throttled service is not hit again in lockstep.
-import { CloudError } from "../errors.ts";
+import { CloudError } from "./errors.ts";
 
 export interface RetryOptions {
   /** Attempts in all, the first included. */

@@ -2,13 +2,13 @@
 // so a pass touches only the changed blocks and a resumed pass simply continues. A new target
 // is created sparse (truncated to the virtual size). The local placement keeps its replicas
 // this way; QEMU boots a raw file directly.
+// The local platform's replica target (contracts/replica-target.ts), beside aws/ and azure/'s.
 import { mkdir, open, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
-import { InvalidArgsError } from "../errors.ts";
-import type { DiskSource } from "../disk/types.ts";
-import { openDisk } from "../disk/open.ts";
-import type { CommittedReplica } from "./checkpoint.ts";
-import type { ReplicaPass, ReplicaTarget } from "./replicate.ts";
+import { InvalidArgsError } from "../../errors.ts";
+import type { DiskSource } from "../../disk/types.ts";
+import { openDisk } from "../../disk/open.ts";
+import type { CommittedReplica, ReplicaPass, ReplicaTarget } from "../../contracts/replica-target.ts";
 
 export interface RawFileReplicaOptions {
   readonly path: string;

@@ -1,10 +1,13 @@
 // Block manifests: a SHA-256 per block of a virtual disk, the ground truth for incremental
 // sync. The emulators get change tracking wrong (DESIGN.md), so deltas come from comparing our
 // own manifests, never from a service's changed-block list.
+// It lives in sdk/disk, not sdk/contracts: it needs only a DiskSource and sdk/errors, so it sits
+// on the lowest floor, where the contracts (a replica's committed state), the drivers
+// (sdk/clouds) and sdk/transfer may all use it.
 import { createHash } from "node:crypto";
 import { InvalidArgsError } from "../errors.ts";
 import { z } from "zod";
-import type { DiskSource } from "../disk/types.ts";
+import type { DiskSource } from "./types.ts";
 
 /** 512 KiB: the EBS direct-API block, and a divisor of Azure's 4 MiB page-write limit. */
 export const DEFAULT_MANIFEST_BLOCK_BYTES = 512 * 1024;
