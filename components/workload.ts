@@ -1,14 +1,14 @@
 // portable:index:Workload — the component users compose. Its args are the neutral spec, a
-// placement and a migration policy. Each disk is a portable:Disk whose name does not depend on
-// the placement, so changing the placement updates it (a move) instead of replacing it; the
-// machine is the official provider's resources (aws, azure) or our portable:Machine (local,
-// vsphere). The plan of what a run will move is logged on the component, so `pulumi preview`
-// shows it.
+// placement and a migration policy. A portable:Machine is the placement and its cutover on every
+// platform: it copies the disks, and a placement change updates it (a move: warm passes, then
+// the cutover) instead of replacing it. Each disk is a portable:Disk that records where the
+// Machine placed it. The machine itself is our Machine (local, vsphere) or the official
+// provider's resources (aws, azure), which depend on the cutover. The plan of what a run will
+// move is logged on the component, so `pulumi preview` shows it.
 import { resolve } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parseWorkloadArgs, type MigrationPolicyInput, type PlacementInput, type ValidWorkloadArgs } from "../sdk/spec/placement.ts";
 import { WorkloadValidationError, type WorkloadInput } from "../sdk/spec/workload.ts";
-import { vsphereSettingsFor } from "../sdk/migrate/machine-placement.ts";
 import { bootDiskOf, diskSourceText, diskTargetFor } from "../sdk/migrate/targets.ts";
 import { planWorkload, type WorkloadPlan } from "../sdk/migrate/workload-plan.ts";
 import { Disk } from "./providers/disk.ts";
@@ -70,6 +70,8 @@ export class Workload extends pulumi.ComponentResource {
         workload: spec,
         placement,
         mode: migration.mode,
+        cutover: migration.cutover,
+        maxPasses: migration.maxPasses,
         stateDir,
         stopGraceSeconds: migration.stopGraceSeconds,
         fixups: migration.fixups,
@@ -92,8 +94,8 @@ export class Workload extends pulumi.ComponentResource {
       ),
     );
 
-    // Readiness errors stop `up` before any disk moves, unless the policy says "warn": the disks
-    // depend on this gate, which fails its update (never the preview) while errors block.
+    // Readiness errors stop `up` before any disk moves, unless the policy says "warn": the Machine
+    // depends on this gate, which fails its update (never the preview) while errors block.
     const gate = new Readiness(`${name}-readiness`, {
       workload: spec.name,
       target: placement.kind,
@@ -101,28 +103,36 @@ export class Workload extends pulumi.ComponentResource {
       errors: this.plan.apply((plan) => (plan?.findings ?? []).filter((f) => f.severity === "error").map((f) => `${f.code}: ${f.message}`)),
     }, { parent: this });
 
-    // The vCenter connection without its password (providers read that from the environment).
-    const vsphereSettings = vsphereSettingsFor(placement);
-    const vsphere = vsphereSettings === undefined ? undefined : JSON.stringify(vsphereSettings);
-    // The boot disk's guest fixups, as the Disk and the Machine apply them (a copy and the cutover's final pass).
+    // The boot disk's guest fixups, as the Machine applies them to each copy (the cutover's final pass included).
     const bootDisk = bootDiskOf(spec);
     const fixups = bootDisk === undefined || (migration.fixups === "none" && migration.testBoot === undefined)
       ? undefined
-      : JSON.stringify({ policy: migration.fixups, target: placement.kind, firmware: spec.firmware.type, bus: bootDisk.bus, ...(migration.testBoot === undefined ? {} : { testBoot: migration.testBoot }) });
+      : JSON.stringify({ disk: bootDisk.id, policy: migration.fixups, target: placement.kind, firmware: spec.firmware.type, bus: bootDisk.bus, ...(migration.testBoot === undefined ? {} : { testBoot: migration.testBoot }) });
+    // The placement and its cutover: it copies the disks and moves them. The disk records and the
+    // official shells (aws, azure) depend on it, so they change only after a committed move.
+    const plans = pulumi.all(diskInputs.map((d) => pulumi.output(args.diskSources?.[d.id] ?? d.text))).apply((sources) =>
+      JSON.stringify(diskInputs.map((d, i) => ({ id: d.id, source: sources[i], ...(d.format === undefined || args.diskSources?.[d.id] !== undefined ? {} : { sourceFormat: d.format }), target: d.target }))),
+    );
+    const machine = new Machine(`${name}-machine`, {
+      workload: spec.name,
+      spec: JSON.stringify(spec),
+      placement: JSON.stringify(placement),
+      disks: plans,
+      stateDir,
+      keepPrevious: migration.source === "keep",
+      verify: migration.verify,
+      stopGraceSeconds: migration.stopGraceSeconds,
+      migration: JSON.stringify({ mode: migration.mode, cutover: migration.cutover, maxPasses: migration.maxPasses }),
+      ...(fixups === undefined ? {} : { fixups }),
+    }, { parent: this, dependsOn: [gate] });
     const disks = diskInputs.map(
       (d) =>
         new Disk(`${name}-${d.id}`, {
           workload: spec.name,
           disk: d.id,
-          source: args.diskSources?.[d.id] ?? d.text,
-          ...(d.format === undefined || args.diskSources?.[d.id] !== undefined ? {} : { sourceFormat: d.format }),
-          target: d.target,
           stateDir,
-          verify: migration.verify,
-          keepPrevious: migration.source === "keep",
-          ...(vsphere === undefined ? {} : { vsphere }),
-          ...(fixups !== undefined && d.id === bootDisk?.id ? { fixups } : {}),
-        }, { parent: this, dependsOn: [gate] }),
+          placed: machine.placed.apply((placed) => JSON.stringify((JSON.parse(placed) as Array<{ id: string }>).find((p) => p.id === d.id))),
+        }, { parent: this }),
     );
     this.disks = pulumi.all(disks.map((d) => d.location)).apply((locations) => Object.fromEntries(diskInputs.map((d, i) => [d.id, locations[i]!])));
 
@@ -147,17 +157,6 @@ export class Workload extends pulumi.ComponentResource {
       this.machineId = azure.vm?.id ?? pulumi.output("");
       this.addresses = pulumi.output([]);
     } else {
-      const machine = new Machine(`${name}-machine`, {
-        workload: spec.name,
-        spec: JSON.stringify(spec),
-        placement: JSON.stringify(placement),
-        disks: pulumi.all(disks.map((d) => d.location)).apply((locations) => JSON.stringify(diskInputs.map((d, i) => ({ id: d.id, location: locations[i], target: d.target })))),
-        stateDir,
-        keepPrevious: migration.source === "keep",
-        verify: migration.verify,
-        stopGraceSeconds: migration.stopGraceSeconds,
-        ...(fixups === undefined ? {} : { fixups: JSON.stringify({ disk: bootDisk!.id, ...JSON.parse(fixups) }) }),
-      }, { parent: this, dependsOn: disks });
       this.machineId = machine.machineId;
       this.addresses = machine.addresses;
     }

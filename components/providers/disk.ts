@@ -1,11 +1,19 @@
-// portable:Disk — one workload disk placed on a target. create copies it from its source;
-// an update whose target changed migrates it: the source is where the disk is now (the previous
-// target), so the copy carries the guest's changes, and it is incremental when a replica on the
-// new target exists (flipping back). The previous target is kept (a stopped source) or deleted,
-// per the migration policy; kept targets are listed in `retained` and removed on delete.
+// portable:Disk — one workload disk placed on a target. On its own, create copies it from its
+// source; an update whose target changed migrates it: the source is where the disk is now (the
+// previous target), so the copy carries the guest's changes, and it is incremental when a
+// replica on the new target exists (flipping back). The previous target is kept (a stopped
+// source) or deleted, per the migration policy; kept targets are listed in `retained` and
+// removed on delete.
+//
+// In a Workload, the disk is placed and moved by the workload's portable:Machine (its placement
+// and cutover) and this resource records it: given `placed`, it copies nothing, records where the
+// Machine put the disk, and leaves removal to the Machine. It depends on the Machine, so it
+// changes only after a committed move: a rolled-back one leaves it on the source.
 import * as pulumi from "@pulumi/pulumi";
 import type * as Placement from "../../sdk/migrate/disk-placement.ts";
+import type * as Machines from "../../sdk/migrate/machine-placement.ts";
 import type * as VsphereUrls from "../../sdk/clouds/vsphere/disk-url.ts";
+import type { VsphereSettings } from "../../sdk/contracts/vsphere-connection.ts";
 import type * as EngineLog from "./engine-log.ts";
 import { providerModule, sdkModule, urnFor } from "../runtime.ts";
 
@@ -17,6 +25,11 @@ export interface DiskInputs {
   readonly sourceFormat?: string;
   /** Where they go: a raw file path (local), ebs://?region=R, azblob://…, vsphere://…. */
   readonly target: string;
+  /**
+   * The record of this disk as the workload's portable:Machine placed it (sdk
+   * PlacedDiskRecord, JSON). Given, this resource copies and removes nothing: it records.
+   */
+  readonly placed?: string;
   readonly stateDir: string;
   readonly verify: "full" | "sampled" | "none";
   /**
@@ -67,20 +80,39 @@ function fixupsOf(inputs: DiskInputs): Pick<Placement.PlaceDiskArgs, "fixups" | 
 }
 
 /** What the fixups did, for the outputs: { seconds, testBootSeconds, applied: [{ kind, detail, seconds }] } as JSON, "" when none ran. */
-function fixupsDone(placed: Placement.PlacedDisk): string {
-  return placed.fixups === undefined ? "" : JSON.stringify({ seconds: placed.fixups.seconds, testBootSeconds: placed.fixups.testBootSeconds, applied: placed.fixups.outcomes.map((o) => ({ kind: o.kind, detail: o.detail, seconds: o.seconds })) });
+function fixupsDone(fixups: Placement.AppliedFixups | undefined): string {
+  return fixups === undefined ? "" : JSON.stringify({ seconds: fixups.seconds, testBootSeconds: fixups.testBootSeconds, applied: fixups.outcomes.map((o) => ({ kind: o.kind, detail: o.detail, seconds: o.seconds })) });
 }
 
 function connectionOf(inputs: DiskInputs): Placement.PlaceDiskArgs["vsphere"] {
   if (inputs.vsphere === undefined || inputs.vsphere === "") return undefined;
   const { vsphereConnectionFromEnv } = require(VSPHERE) as typeof VsphereUrls;
-  return vsphereConnectionFromEnv(JSON.parse(inputs.vsphere) as VsphereUrls.VsphereSettings);
+  return vsphereConnectionFromEnv(JSON.parse(inputs.vsphere) as VsphereSettings);
+}
+
+/** The outputs of a disk the workload's Machine placed: its record, nothing copied here. */
+function recorded(inputs: DiskInputs): DiskOutputs {
+  const placed = JSON.parse(inputs.placed!) as Machines.PlacedDiskRecord;
+  return {
+    ...inputs,
+    target: placed.target,
+    location: placed.location,
+    virtualSizeBytes: placed.virtualSizeBytes,
+    digest: placed.digest,
+    reference: placed.reference,
+    passes: placed.passes,
+    bytesSent: placed.bytesSent,
+    blocksSent: placed.blocksSent,
+    fixupsApplied: fixupsDone(placed.fixups),
+    retained: [],
+  };
 }
 
 const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
   async check(_olds, news) {
     const failures: pulumi.dynamic.CheckFailure[] = [];
-    for (const key of ["workload", "disk", "source", "target", "stateDir"] as const) {
+    const required = news.placed === undefined ? (["workload", "disk", "source", "target", "stateDir"] as const) : (["workload", "disk", "stateDir"] as const);
+    for (const key of required) {
       if (typeof news[key] !== "string" || news[key] === "") failures.push({ property: key, reason: `${key} must be a non-empty string` });
     }
     if (!["full", "sampled", "none"].includes(news.verify)) failures.push({ property: "verify", reason: "verify is full, sampled or none" });
@@ -88,13 +120,15 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
   },
 
   async diff(_id, olds, news) {
-    const keys = ["source", "sourceFormat", "target", "verify", "keepPrevious", "stateDir", "vsphere"] as const;
+    // A recorded disk changes when its record does (where the Machine placed it), nothing else.
+    const keys = news.placed !== undefined ? (["placed", "stateDir"] as const) : (["source", "sourceFormat", "target", "verify", "keepPrevious", "stateDir", "vsphere", "placed"] as const);
     const changed = keys.filter((k) => olds[k] !== news[k]);
     const replaces = olds.workload !== news.workload || olds.disk !== news.disk ? ["workload", "disk"] : [];
     return { changes: changed.length > 0 || replaces.length > 0, replaces, deleteBeforeReplace: false };
   },
 
   async create(inputs) {
+    if (inputs.placed !== undefined) return { id: `${inputs.workload}/${inputs.disk}`, outs: recorded(inputs) };
     const { placeDisk } = require(PLACEMENT) as typeof Placement;
     const onProgress = progressOf(inputs, "copy");
     const placed = await placeDisk({
@@ -111,11 +145,12 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
     });
     return {
       id: `${inputs.workload}/${inputs.disk}`,
-      outs: { ...inputs, fixupsApplied: fixupsDone(placed), location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained: [] },
+      outs: { ...inputs, fixupsApplied: fixupsDone(placed.fixups), location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained: [] },
     };
   },
 
   async update(_id, olds, news) {
+    if (news.placed !== undefined) return { outs: recorded(news) };
     const { placeDisk } = require(PLACEMENT) as typeof Placement;
     const moved = olds.target !== news.target;
     const vsphere = connectionOf(news) ?? connectionOf(olds);
@@ -139,11 +174,13 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
     // deleted with this resource.
     const carried = news.vsphere ?? olds.vsphere ? { vsphere: (news.vsphere ?? olds.vsphere)! } : {};
     return {
-      outs: { ...news, ...carried, fixupsApplied: fixupsDone(placed), location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained },
+      outs: { ...news, ...carried, fixupsApplied: fixupsDone(placed.fixups), location: placed.location, virtualSizeBytes: placed.virtualSizeBytes, digest: placed.digest, reference: placed.reference, passes: placed.passes, bytesSent: placed.bytesSent, blocksSent: placed.blocksSent, retained },
     };
   },
 
   async delete(_id, olds) {
+    // A recorded disk goes with its Machine, which deletes its machine before its disks.
+    if (olds.placed !== undefined) return;
     const { removeDisk } = require(PLACEMENT) as typeof Placement;
     const vsphere = connectionOf(olds);
     for (const target of [olds.target, ...(olds.retained ?? [])]) {
@@ -155,14 +192,17 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
 export interface DiskArgs {
   readonly workload: pulumi.Input<string>;
   readonly disk: pulumi.Input<string>;
-  readonly source: pulumi.Input<string>;
+  /** Required unless `placed` is given. */
+  readonly source?: pulumi.Input<string>;
   readonly sourceFormat?: pulumi.Input<string>;
-  readonly target: pulumi.Input<string>;
+  /** Required unless `placed` is given. */
+  readonly target?: pulumi.Input<string>;
   readonly stateDir: pulumi.Input<string>;
   readonly verify?: pulumi.Input<"full" | "sampled" | "none">;
   readonly keepPrevious?: pulumi.Input<boolean>;
   readonly vsphere?: pulumi.Input<string>;
   readonly fixups?: pulumi.Input<string>;
+  readonly placed?: pulumi.Input<string>;
 }
 
 /** A workload disk on its target (type token `pulumi-nodejs:dynamic/portable:Disk`). */

@@ -1,8 +1,12 @@
-// portable:Machine — the machine of a local or vsphere placement. create starts it on its
-// placed disks; an update whose placement changed is the cutover (sdk/migrate/machine-placement:
-// stop the old machine, final delta of every disk, verify, start the new one, health check,
-// rollback on failure). The old machine stays stopped (listed in `retained`) or is deleted with
-// its disks, per the policy; delete removes the current machine and every retained one.
+// portable:Machine — a workload's placement and its cutover, on every platform. create copies
+// each disk onto the placement and starts the machine on them (local, vSphere; on AWS and Azure
+// the machine is the official resources, which depend on this one). An update whose placement
+// changed is the whole move (sdk/migrate/machine-placement moveMachine): warm passes while the
+// old machine runs, then stop it, final delta of every disk, verify, start the new one, health
+// check, commit; rollback on failure, which leaves this resource's record on the old placement.
+// The portable:Disk resources record what this one placed and depend on it, so they change only
+// after a committed move. The old placement stays stopped (listed in `retained`) or is deleted,
+// per the policy; delete removes the machine, its disks and every retained placement.
 import * as pulumi from "@pulumi/pulumi";
 import type * as Machines from "../../sdk/migrate/machine-placement.ts";
 import type * as Specs from "../../sdk/spec/placement.ts";
@@ -14,21 +18,23 @@ export interface MachineInputs {
   readonly workload: string;
   /** The validated Workload spec, as JSON (flat in the preview's diff). */
   readonly spec: string;
-  /** The validated placement, as JSON. */
+  /** The validated placement asked for, as JSON. */
   readonly placement: string;
-  /** [{ id, location, target }] as JSON. */
+  /** The disks, [{ id, source, sourceFormat?, target }] (sdk DiskPlan) as JSON. */
   readonly disks: string;
   readonly stateDir: string;
   readonly keepPrevious: boolean;
   readonly verify: "full" | "sampled" | "none";
+  /** How a placement change runs: { mode, cutover, maxPasses } as JSON. @default warm, cutover, 3 passes */
+  readonly migration?: string;
   /** Seconds a graceful stop of the source may take before a hard power-off. @default 30 */
   readonly stopGraceSeconds?: number;
   /**
-   * The boot disk's guest fixups, { disk, ...DiskFixups } as JSON: the cutover applies them to the
-   * final state, inside the downtime. Not part of the diff.
+   * The boot disk's guest fixups, { disk, ...DiskFixups } as JSON: applied to each copy of it,
+   * the final pass of a cutover included (inside the downtime). Not part of the diff.
    */
   readonly fixups?: string;
-  /** This resource's URN, for progress of the cutover's final passes (not part of the diff). */
+  /** This resource's URN, for progress of copies and passes (not part of the diff). */
   readonly progressUrn?: string;
 }
 
@@ -38,10 +44,29 @@ export interface MachineOutputs extends MachineInputs {
   readonly running: boolean;
   readonly addresses: string[];
   readonly bootSeconds?: number;
+  /** The placement the workload runs on, as JSON: the one asked for once a cutover committed it. */
+  readonly live: string;
+  /** Its disks there, [sdk PlacedDiskRecord] as JSON: what each portable:Disk records. */
+  readonly placed: string;
+  /** Without a cutover (migration.cutover false): the replicas staged on the new placement, as JSON; "" otherwise. */
+  readonly staged: string;
   /** The last cutover's record (steps with timestamps, downtime), as JSON; "" before any move. */
   readonly lastMove: string;
-  /** Earlier machines kept stopped: [{ placement, disks, machineId }] as JSON. */
+  /** Earlier placements kept, their machines stopped: [{ placement, disks, machineId }] as JSON. */
   readonly retained: string;
+}
+
+interface Retained {
+  readonly placement: string;
+  /** [PlacedDiskRecord] as JSON. */
+  readonly disks: string;
+  readonly machineId: string;
+}
+
+interface MigrationSettings {
+  readonly mode: "warm" | "cold";
+  readonly cutover: boolean;
+  readonly maxPasses: number;
 }
 
 const MACHINES = sdkModule("migrate/machine-placement");
@@ -53,7 +78,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
   async check(_olds, news) {
     const { parseWorkloadArgs } = require(SPECS) as typeof Specs;
     try {
-      parseWorkloadArgs({ spec: JSON.parse(news.spec), placement: JSON.parse(news.placement) }, `Machine ${news.workload}`);
+      parseWorkloadArgs({ spec: JSON.parse(news.spec), placement: JSON.parse(news.placement), ...(news.migration ? { migration: JSON.parse(news.migration) } : {}) }, `Machine ${news.workload}`);
       return { inputs: news };
     } catch (error) {
       return { inputs: news, failures: [{ property: "spec", reason: (error as Error).message }] };
@@ -61,78 +86,116 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
   },
 
   async diff(_id, olds, news) {
-    const changed = (["spec", "placement", "disks", "keepPrevious", "verify", "stateDir", "stopGraceSeconds"] as const).filter((k) => olds[k] !== news[k]);
+    const changed = (["spec", "placement", "disks", "keepPrevious", "verify", "stateDir", "stopGraceSeconds", "migration"] as const).filter((k) => olds[k] !== news[k]);
     return { changes: changed.length > 0, replaces: olds.workload !== news.workload ? ["workload"] : [] };
   },
 
   async create(inputs) {
     const machines = require(MACHINES) as typeof Machines;
-    const request = requestOf(inputs, machines);
-    const state = await machines.createMachine(request);
-    return { id: `${inputs.workload}`, outs: outputsOf(inputs, state, "", "[]") };
+    const request = requestOf(inputs, inputs.placement, "[]", machines);
+    const placed = await machines.placeWorkload(request, policyOf(inputs), plansOf(inputs));
+    return { id: `${inputs.workload}`, outs: outputsOf(inputs, placed.state, { live: inputs.placement, placed: placed.disks, staged: "", lastMove: "", retained: [] }) };
   },
 
   async update(_id, olds, news) {
     const machines = require(MACHINES) as typeof Machines;
-    const from = { ...requestOf(olds, machines), machineId: olds.machineId };
-    const to = requestOf(news, machines);
-    const retained = (JSON.parse(olds.retained || "[]") as Array<{ placement: string; disks: string; machineId: string }>)
-      .filter((r) => !(r.placement === news.placement));
-    if (olds.placement !== news.placement) {
+    // Where the workload runs: the last committed placement (a staged move has not cut over).
+    const { live, placed } = liveOf(olds);
+    const from = { ...requestOf(olds, live, placed, machines), machineId: olds.machineId };
+    const liveDisks = JSON.parse(placed) as Machines.PlacedDiskRecord[];
+    const kept = JSON.parse(olds.retained || "[]") as Retained[];
+    const retained = kept.filter((r) => r.placement !== news.placement);
+    // A move is a disk going somewhere else; another setting of the same placement is a reshape.
+    if (plansOf(news).some((plan) => liveDisks.find((d) => d.id === plan.id)?.target !== plan.target)) {
+      const settings = settingsOf(news);
       const moved = await machines.moveMachine({
-        from,
-        to,
-        stateDir: news.stateDir,
-        verify: news.verify,
+        ...policyOf(news),
+        from: { ...from, disks: liveDisks },
+        to: requestOf(news, news.placement, "", machines),
+        mode: settings.mode,
+        cutover: settings.cutover,
+        maxPasses: settings.maxPasses,
         deleteSource: !news.keepPrevious,
+        targetWasKept: kept.some((r) => r.placement === news.placement),
         gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000,
-        onDiskProgress: (disk) => finalPassProgress(news, disk),
-        ...(news.fixups ? { fixups: JSON.parse(news.fixups) as Machines.MoveRequest["fixups"] } : {}),
-        ...(stepsOf(news) ? { onStep: stepsOf(news)! } : {}),
       });
-      if (news.keepPrevious) retained.push({ placement: olds.placement, disks: olds.disks, machineId: olds.machineId });
-      return { outs: outputsOf({ ...news, disks: JSON.stringify(moved.disks) }, moved.state, JSON.stringify(moved.record), JSON.stringify(retained)) };
+      if (moved.staged !== undefined) {
+        return { outs: outputsOf(news, moved.state, { live, placed: moved.disks, staged: JSON.stringify(moved.staged), lastMove: JSON.stringify(moved.record), retained: kept }) };
+      }
+      // Replicas staged earlier for a placement other than this one are no one's now.
+      if (olds.staged && olds.placement !== news.placement) await machines.removeWorkload(requestOf(olds, olds.placement, olds.staged, machines), "", olds.stateDir);
+      if (news.keepPrevious) retained.push({ placement: live, disks: placed, machineId: olds.machineId });
+      return { outs: outputsOf(news, moved.state, { live: news.placement, placed: moved.disks, staged: "", lastMove: JSON.stringify(moved.record), retained }) };
     }
-    if (olds.spec !== news.spec || olds.disks !== news.disks) {
-      // Same placement, new shape: recreate the machine on the same disks.
-      await machines.destroyMachine(from, olds.machineId, { keepLocalState: true });
-      const state = await machines.createMachine(to);
-      return { outs: outputsOf(news, state, olds.lastMove, JSON.stringify(retained)) };
+    if (olds.spec !== news.spec || olds.disks !== news.disks || live !== news.placement) {
+      // Same placement, new shape, settings or disk sources: the machine is recreated on its disks.
+      const previous = (JSON.parse(olds.disks) as Machines.DiskPlan[]).map((plan) => ({ ...plan, ...liveDisks.find((d) => d.id === plan.id) }));
+      const reshaped = await machines.reshapeWorkload(from, requestOf(news, news.placement, "[]", machines), policyOf(news), plansOf(news), previous);
+      return { outs: outputsOf(news, reshaped.state, { live: news.placement, placed: reshaped.disks, staged: olds.staged ?? "", lastMove: olds.lastMove, retained }) };
     }
     return { outs: { ...olds, ...news, retained: JSON.stringify(retained) } };
   },
 
   async delete(_id, olds) {
     const machines = require(MACHINES) as typeof Machines;
-    await machines.destroyMachine(requestOf(olds, machines), olds.machineId);
-    for (const kept of JSON.parse(olds.retained || "[]") as Array<{ placement: string; disks: string; machineId: string }>) {
-      await machines.destroyMachine(requestOf({ ...olds, placement: kept.placement, disks: kept.disks }, machines), kept.machineId);
+    const { live, placed } = liveOf(olds);
+    await machines.removeWorkload(requestOf(olds, live, placed, machines), olds.machineId, olds.stateDir);
+    for (const kept of JSON.parse(olds.retained || "[]") as Retained[]) {
+      await machines.removeWorkload(requestOf(olds, kept.placement, kept.disks, machines), kept.machineId, olds.stateDir);
     }
+    if (olds.staged) await machines.removeWorkload(requestOf(olds, olds.placement, olds.staged, machines), "", olds.stateDir);
     // The measured timings of this workload's machines: the last thing of it in the state folder.
     const { forgetWorkload } = require(PLACEMENT) as typeof Placement;
     await forgetWorkload(olds.stateDir, (JSON.parse(olds.spec) as { name: string }).name);
   },
 };
 
-/** The final pass of each disk, reported on the machine while the source is down. */
-function finalPassProgress(inputs: MachineInputs, disk: string): ReturnType<typeof EngineLog.progressOnResource> {
-  const { progressOnResource } = require(ENGINE_LOG) as typeof EngineLog;
-  return progressOnResource(inputs.progressUrn, `final pass, disk ${disk}`);
+/**
+ * The placement the workload runs on and its disks there. State written before `live` and
+ * `placed` existed kept the placed disks ([{ id, location, target }]) in `disks`.
+ */
+function liveOf(olds: MachineOutputs): { live: string; placed: string } {
+  return { live: olds.live ?? olds.placement, placed: olds.placed ?? olds.disks };
 }
 
-function stepsOf(inputs: MachineInputs): ((line: string) => void) | undefined {
-  const { stepsOnResource } = require(ENGINE_LOG) as typeof EngineLog;
-  return stepsOnResource(inputs.progressUrn, "cutover");
+function settingsOf(inputs: MachineInputs): MigrationSettings {
+  return { mode: "warm", cutover: true, maxPasses: 3, ...(inputs.migration ? (JSON.parse(inputs.migration) as Partial<MigrationSettings>) : {}) };
 }
 
-function requestOf(inputs: MachineInputs, machines: typeof Machines): Machines.MachineRequest {
-  const placement = JSON.parse(inputs.placement) as Specs.Placement;
+function plansOf(inputs: MachineInputs): Machines.DiskPlan[] {
+  return JSON.parse(inputs.disks) as Machines.DiskPlan[];
+}
+
+/** Copies report their progress and steps on this resource. */
+function policyOf(inputs: MachineInputs): Machines.CopyPolicy {
+  const { progressOnResource, stepsOnResource } = require(ENGINE_LOG) as typeof EngineLog;
+  const fixups = inputs.fixups ? (JSON.parse(inputs.fixups) as NonNullable<Machines.CopyPolicy["fixups"]>) : undefined;
+  const onStep = fixups === undefined ? undefined : stepsOnResource(inputs.progressUrn, `disk ${fixups.disk}`);
+  const onCutoverStep = stepsOnResource(inputs.progressUrn, "cutover");
+  return {
+    stateDir: inputs.stateDir,
+    verify: inputs.verify,
+    onDiskProgress: (disk, phase) => progressOnResource(inputs.progressUrn, `${phase}, disk ${disk}`),
+    ...(fixups ? { fixups } : {}),
+    ...(onStep ? { onStep } : {}),
+    ...(onCutoverStep ? { onCutoverStep } : {}),
+  };
+}
+
+/** The machine request on `placement` with `disks` ([PlacedDiskRecord] JSON; "" for the plans' targets). */
+function requestOf(inputs: MachineInputs, placementJson: string, disks: string, machines: typeof Machines): Machines.MachineRequest {
+  const placement = JSON.parse(placementJson) as Specs.Placement;
   // The vCenter password comes from the provider's environment (placement.passwordEnv), never an input.
   const vsphere = machines.vsphereConnectionFor(placement);
-  return { workload: JSON.parse(inputs.spec), placement, disks: JSON.parse(inputs.disks), stateDir: inputs.stateDir, ...(vsphere ? { vsphere } : {}) };
+  const placed = disks === "" ? plansOf(inputs).map((d) => ({ id: d.id, target: d.target, location: "" })) : (JSON.parse(disks) as Machines.PlacedDiskRef[]);
+  return { workload: JSON.parse(inputs.spec), placement, disks: placed, stateDir: inputs.stateDir, ...(vsphere ? { vsphere } : {}) };
 }
 
-function outputsOf(inputs: MachineInputs, state: Machines.MachineState, lastMove: string, retained: string): MachineOutputs {
+function outputsOf(
+  inputs: MachineInputs,
+  state: Machines.MachineState,
+  rest: { live: string; placed: readonly Machines.PlacedDiskRecord[]; staged: string; lastMove: string; retained: readonly Retained[] },
+): MachineOutputs {
   return {
     ...inputs,
     kind: state.kind,
@@ -140,8 +203,11 @@ function outputsOf(inputs: MachineInputs, state: Machines.MachineState, lastMove
     running: state.running,
     addresses: [],
     ...(state.bootSeconds === undefined ? {} : { bootSeconds: state.bootSeconds }),
-    lastMove,
-    retained,
+    live: rest.live,
+    placed: JSON.stringify(rest.placed),
+    staged: rest.staged,
+    lastMove: rest.lastMove,
+    retained: JSON.stringify(rest.retained),
   };
 }
 
@@ -155,9 +221,10 @@ export interface MachineArgs {
   readonly verify?: pulumi.Input<"full" | "sampled" | "none">;
   readonly stopGraceSeconds?: pulumi.Input<number>;
   readonly fixups?: pulumi.Input<string>;
+  readonly migration?: pulumi.Input<string>;
 }
 
-/** The machine of a local or vsphere placement (type token `pulumi-nodejs:dynamic/portable:Machine`). */
+/** A workload's placement and cutover (type token `pulumi-nodejs:dynamic/portable:Machine`). */
 export class Machine extends pulumi.dynamic.Resource {
   declare readonly machineId: pulumi.Output<string>;
   declare readonly running: pulumi.Output<boolean>;
@@ -165,12 +232,15 @@ export class Machine extends pulumi.dynamic.Resource {
   declare readonly bootSeconds: pulumi.Output<number | undefined>;
   declare readonly lastMove: pulumi.Output<string>;
   declare readonly retained: pulumi.Output<string>;
+  declare readonly live: pulumi.Output<string>;
+  declare readonly placed: pulumi.Output<string>;
+  declare readonly staged: pulumi.Output<string>;
 
   constructor(name: string, args: MachineArgs, opts?: pulumi.CustomResourceOptions) {
     super(
       machineProvider,
       name,
-      { verify: "sampled", ...args, progressUrn: urnFor(name, "pulumi-nodejs:dynamic/portable:Machine", opts?.parent), kind: undefined, machineId: undefined, running: undefined, addresses: undefined, bootSeconds: undefined, lastMove: undefined, retained: undefined },
+      { verify: "sampled", ...args, progressUrn: urnFor(name, "pulumi-nodejs:dynamic/portable:Machine", opts?.parent), kind: undefined, machineId: undefined, running: undefined, addresses: undefined, bootSeconds: undefined, live: undefined, placed: undefined, staged: undefined, lastMove: undefined, retained: undefined },
       opts,
       "portable",
       "Machine",

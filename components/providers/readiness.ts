@@ -1,6 +1,6 @@
-// portable:Readiness — the gate between a Workload's plan and its disks. Its inputs are the
+// portable:Readiness — the gate between a Workload's plan and its placement (Machine). Its inputs are the
 // readiness errors the plan found in the guest for the target, and the policy: with "block",
-// create or update fails with those errors, and the disks and machine that depend on it are not
+// create or update fails with those errors, and the placement and disks that depend on it are not
 // touched; with "warn", it passes. A preview never fails here (the engine does not call create
 // or update during a preview), so a pull request still shows the plan and the errors in it.
 import * as pulumi from "@pulumi/pulumi";
@@ -25,7 +25,10 @@ function enforce(inputs: ReadinessInputs): void {
 
 const readinessProvider: pulumi.dynamic.ResourceProvider<ReadinessInputs, ReadinessInputs> = {
   async diff(_id, olds, news) {
-    const changed = olds.policy !== news.policy || olds.target !== news.target || JSON.stringify(olds.errors) !== JSON.stringify(news.errors);
+    // The target alone changes nothing to check: a gate that blocked was never recorded (its
+    // create or update failed), so recorded errors passed, and the same errors pass again. A
+    // rolled-back move, run again on the old placement, leaves the gate as it is.
+    const changed = olds.policy !== news.policy || JSON.stringify(olds.errors) !== JSON.stringify(news.errors);
     return { changes: changed, replaces: olds.workload !== news.workload ? ["workload"] : [] };
   },
   async create(inputs) {

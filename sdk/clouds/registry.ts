@@ -10,9 +10,9 @@ import { formatByName } from "../disk/formats/index.ts";
 import { openDisk } from "../disk/open.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { isOvaFile, resolveOvaLocation } from "../ovf/ova-location.ts";
-import type { ReplicaTarget } from "../transfer/replicate.ts";
+import type { ReplicaTarget } from "../contracts/replica-target.ts";
 import type { PlacementKind } from "../spec/placement.ts";
-import type { MachineDriver } from "./machine-driver.ts";
+import type { MachineDriver } from "../contracts/machine-driver.ts";
 
 /**
  * `format` skips detection; for a bare OVA it also skips the OVA_IS_ARCHIVE refusal, so a tar
@@ -62,7 +62,7 @@ export async function openReplicaTarget(text: string, virtualSizeBytes: number):
     if (location.kind === "azdisk") throw new InvalidArgsError("REPLICA_TARGET_URL", "replicate into a page blob (azblob:// or a blob SAS URL); a managed disk is created from it afterwards");
     return { target: pageBlobReplica({ client: await pageBlobClientFor(location), virtualSizeBytes }), close: () => {} };
   }
-  const { rawFileReplica } = await import("../transfer/raw-file-replica.ts");
+  const { rawFileReplica } = await import("./local/replica-target.ts");
   return { target: rawFileReplica({ path: text, virtualSizeBytes }), close: () => {} };
 }
 

@@ -13,7 +13,8 @@ import { replicate, type ReplicateProgress } from "../transfer/replicate.ts";
 import { verifyReplica, type VerifyPolicy } from "../transfer/verify.ts";
 import { PortableError } from "../errors.ts";
 import { plainName } from "./targets.ts";
-import { connectVsphere, copyToVsphereDisk, deleteVsphereDisk, isVsphereDiskUrl, openVsphereDisk, type VsphereConnection } from "../clouds/vsphere/disk-url.ts";
+import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
+import { connectVsphere, copyToVsphereDisk, deleteVsphereDisk, isVsphereDiskUrl, openVsphereDisk } from "../clouds/vsphere/disk-url.ts";
 import type { DiskSource } from "../disk/types.ts";
 import type { InspectTarget } from "../inspect/types.ts";
 import type { FixupsPolicy, TestBootPolicy } from "../spec/fixups.ts";
@@ -41,6 +42,12 @@ export interface PlaceDiskArgs {
   readonly fixups?: DiskFixups;
   /** Steps worth a line in `pulumi up` (each fixup, the test boot). */
   readonly onStep?: (line: string) => void;
+  /**
+   * Make the target the disk's recorded placement (what the next plan moves from). A warm or
+   * final pass of a cutover leaves it to the cutover's commit (commitPlacement), so that a
+   * rolled-back move leaves the record on the source. @default true
+   */
+  readonly record?: boolean;
 }
 
 /** A boot disk's fixups, as the migration policy and the target give them. */
@@ -114,7 +121,7 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
           await back.close();
         }
       }
-      await recordCurrent(args.stateDir, args.workload, args.disk, { target: args.target, location: result.location, virtualSizeBytes: source.virtualSizeBytes });
+      if (args.record !== false) await commitPlacement(args.stateDir, args.workload, args.disk, { target: args.target, location: result.location, virtualSizeBytes: source.virtualSizeBytes });
       return {
         key,
         location: result.location,
@@ -183,7 +190,7 @@ function localImagePath(source: string): string | undefined {
  */
 async function copyToVsphere(args: PlaceDiskArgs, source: DiskSource, store: FileReplicaStore, key: string): Promise<PlacedDisk> {
   const started = performance.now();
-  const { buildManifest } = await import("../transfer/manifest.ts");
+  const { buildManifest } = await import("../disk/manifest.ts");
   const client = await connectVsphere(requireConnection(args.vsphere, args.target));
   try {
     const onProgress = args.onProgress;
@@ -207,8 +214,7 @@ async function copyToVsphere(args: PlaceDiskArgs, source: DiskSource, store: Fil
     const seconds = (performance.now() - started) / 1000;
     const bytesSent = manifest.dataBytes();
     await store.commit(key, { manifest, location, targetState: { path: location }, passes: (previous?.passes ?? 0) + 1, lastPass: { bytesSent, scannedBytes: bytesSent, blocksSent: manifest.dataBlocks().length, seconds, finishedAt: new Date().toISOString() } });
-    const { password, ...connection } = requireConnection(args.vsphere, args.target);
-    await recordCurrent(args.stateDir, args.workload, args.disk, { target: args.target, location, virtualSizeBytes: source.virtualSizeBytes, vsphere: connection });
+    if (args.record !== false) await commitPlacement(args.stateDir, args.workload, args.disk, currentOf(args.target, location, source.virtualSizeBytes, args.vsphere));
     return { key, location, virtualSizeBytes: source.virtualSizeBytes, digest: manifest.digest(), reference: store.reference(key), passes: (previous?.passes ?? 0) + 1, bytesSent, blocksSent: manifest.dataBlocks().length, resumed: false, verifiedBlocks };
   } finally {
     await client.logout().catch(() => {});
@@ -244,6 +250,23 @@ export async function openReplica(workload: string, disk: string, target: string
     close();
     throw error;
   }
+}
+
+/**
+ * After a committed move away from `source`, records that its replica holds what the final pass
+ * read from it (the manifest committed for `target`). A local machine wrote to that disk since it
+ * was placed, so its own record is stale: a flip back must compare against the truth, or a block
+ * the guest changed there and changed back elsewhere would be skipped. Only for local datastore
+ * disks, the one kind whose replica is the running disk itself; a boot disk the final pass fixed
+ * up differs from what the target got, so the caller leaves it.
+ */
+export async function refreshSourceRecord(args: { readonly stateDir: string; readonly workload: string; readonly disk: string; readonly source: string; readonly target: string }): Promise<void> {
+  if (!isLocalDatastoreDisk(args.source)) return;
+  const store = new FileReplicaStore(args.stateDir);
+  const sourceKey = replicaKey(args.workload, args.disk, args.source);
+  const [was, now] = await Promise.all([store.loadCommitted(sourceKey), store.loadCommitted(replicaKey(args.workload, args.disk, args.target))]);
+  if (was === undefined || now === undefined) return;
+  await store.commit(sourceKey, { ...was, manifest: now.manifest });
 }
 
 /** A raw replica in a local datastore's disks/ folder (targets.ts names them so). */
@@ -311,7 +334,15 @@ function currentPath(stateDir: string, workload: string, disk: string): string {
   return join(stateDir, `${plainName(workload)}.${plainName(disk)}.current.json`);
 }
 
-async function recordCurrent(stateDir: string, workload: string, disk: string, current: CurrentPlacement): Promise<void> {
+/** The record of a placement: for a vsphere:// target with its connection, never its password. */
+export function currentOf(target: string, location: string, virtualSizeBytes: number, vsphere?: VsphereConnection): CurrentPlacement {
+  if (!isVsphereDiskUrl(target) || vsphere === undefined) return { target, location, virtualSizeBytes };
+  const { password, ...connection } = vsphere;
+  return { target, location, virtualSizeBytes, vsphere: connection };
+}
+
+/** Records where a disk is placed now (a copy outside a cutover, or a cutover's commit). */
+export async function commitPlacement(stateDir: string, workload: string, disk: string, current: CurrentPlacement): Promise<void> {
   await mkdir(stateDir, { recursive: true });
   await writeFile(currentPath(stateDir, workload, disk), JSON.stringify(current));
 }

@@ -1,22 +1,25 @@
-// The machine half of a placement, written once over the platforms' machine drivers
-// (clouds/machine-driver.ts, chosen in clouds/registry.ts): create and start it on its placed
-// disks, check it came up, stop, destroy, and move it: the cutover from the machine on the old
-// placement to a new one (sdk/migrate's cutover: stop the source, final delta of every disk,
-// verify, start the target, health check, rollback on failure). Platforms without a machine
-// driver (AWS, Azure: the official providers' resources) have no machine here.
+// A workload's placement, written once over the platforms' machine drivers
+// (contracts/machine-driver.ts, chosen in clouds/registry.ts): place its disks and create its
+// machine, check it came up, stop, destroy, and move it: warm passes, then the cutover from the
+// machine on the old placement to a new one (migrate.ts: stop the source, final delta of every
+// disk, verify, start the target, health check, commit; rollback on failure). Platforms without
+// a machine driver (AWS, Azure: the official providers' resources, created after the cutover)
+// have no machine here; their disks move through the same sequence.
 import { PortableError } from "../errors.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import { machineDriver } from "../clouds/registry.ts";
-import type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../clouds/machine-driver.ts";
-import { vsphereConnectionFromEnv, type VsphereConnection, type VsphereSettings } from "../clouds/vsphere/disk-url.ts";
-import { placeDisk, recordTimings, removeDisk, type AppliedFixups, type DiskFixups } from "./disk-placement.ts";
-import { cutover, CutoverError, type CutoverRecord } from "./migrate.ts";
+import type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../contracts/machine-driver.ts";
+import type { VsphereConnection, VsphereSettings } from "../contracts/vsphere-connection.ts";
+import { vsphereConnectionFromEnv } from "../clouds/vsphere/disk-url.ts";
+import { commitPlacement, currentOf, placeDisk, recordTimings, refreshSourceRecord, removeDisk, type AppliedFixups, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
+import { cutover, CutoverError, type CutoverOptions, type CutoverRecord } from "./migrate.ts";
+import type { VerifyPolicy } from "../transfer/verify.ts";
 import { plainName } from "./targets.ts";
 import type { DiskReplication, HealthResult, Machine } from "./types.ts";
 import type { ReplicateProgress } from "../transfer/replicate.ts";
 
-export type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../clouds/machine-driver.ts";
+export type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../contracts/machine-driver.ts";
 
 /** A machine's name where the platform takes one (a local machine's folder and QEMU name). */
 function machineName(workload: Workload): string {
@@ -64,64 +67,193 @@ export async function destroyMachine(request: MachineRequest, machineId: string,
   await (await machineDriver(request.placement.kind))?.destroy(request, machineId, options);
 }
 
-export interface MoveRequest {
-  readonly from: MachineRequest & { readonly machineId: string };
-  /** The new placement; its disks' `location` is filled in by the final pass. */
-  readonly to: MachineRequest;
+/** One disk of a workload as its placement resource is given it: where from, where to. */
+export interface DiskPlan {
+  readonly id: string;
+  /** Where its bytes come from when first placed: a path, a URL the openers know (clouds/registry.ts). */
+  readonly source: string;
+  readonly sourceFormat?: string;
+  /** Where it goes on this placement (migrate/targets.ts). */
+  readonly target: string;
+}
+
+/** A disk as placed: where it is, and what its last copy did (what a portable:Disk records). */
+export interface PlacedDiskRecord extends PlacedDiskRef {
+  readonly virtualSizeBytes: number;
+  readonly digest: string;
+  readonly reference: string;
+  readonly passes: number;
+  /** Bytes and blocks the copy or move sent (every pass of a move, warm and final). */
+  readonly bytesSent: number;
+  readonly blocksSent: number;
+  /**
+   * What the guest fixups did on the first copy of the boot disk (a move's first pass, the one
+   * with the test boot); the cutover record has the final pass's.
+   */
+  readonly fixups?: AppliedFixups;
+}
+
+/** How a placement's copies are made, whatever the operation. */
+export interface CopyPolicy {
   readonly stateDir: string;
   readonly verify: "full" | "sampled" | "none";
+  /** A progress callback per disk and phase ("copy", "warm pass 2", "final pass"). */
+  readonly onDiskProgress?: (diskId: string, phase: string) => ((progress: ReplicateProgress) => void) | undefined;
+  /** The boot disk's guest fixups: applied to every copy of it, the test boot on the first only. */
+  readonly fixups?: DiskFixups & { readonly disk: string };
+  /** Steps of the boot disk's fixups worth a log line (each fixup, the test boot). */
+  readonly onStep?: (line: string) => void;
+  /** Each cutover step as it ends, as a log line. */
+  readonly onCutoverStep?: (line: string) => void;
+}
+
+function verifyPolicy(verify: CopyPolicy["verify"]): VerifyPolicy {
+  return verify === "full" ? { mode: "full" } : verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 };
+}
+
+function recordOf(id: string, target: string, placed: PlacedDisk, earlier?: PlacedDiskRecord): PlacedDiskRecord {
+  return {
+    id,
+    target,
+    location: placed.location,
+    virtualSizeBytes: placed.virtualSizeBytes,
+    digest: placed.digest,
+    reference: placed.reference,
+    passes: placed.passes,
+    bytesSent: (earlier?.bytesSent ?? 0) + placed.bytesSent,
+    blocksSent: (earlier?.blocksSent ?? 0) + placed.blocksSent,
+    ...(earlier?.fixups ?? placed.fixups ? { fixups: (earlier?.fixups ?? placed.fixups)! } : {}),
+  };
+}
+
+/** Copies one disk from its source onto its target, as the placement's record (a create, a new source). */
+async function copyDisk(request: MachineRequest, policy: CopyPolicy, disk: DiskPlan, testBoot: boolean): Promise<PlacedDiskRecord> {
+  const onProgress = policy.onDiskProgress?.(disk.id, "copy");
+  const fixups = policy.fixups?.disk === disk.id ? { fixups: testBoot ? policy.fixups : { ...policy.fixups, testBoot: undefined } } : {};
+  const placed = await placeDisk({
+    workload: request.workload.name,
+    disk: disk.id,
+    source: disk.source,
+    ...(disk.sourceFormat === undefined ? {} : { sourceFormat: disk.sourceFormat }),
+    target: disk.target,
+    stateDir: policy.stateDir,
+    verify: verifyPolicy(policy.verify),
+    ...(request.vsphere ? { vsphere: request.vsphere } : {}),
+    ...(onProgress ? { onProgress } : {}),
+    ...fixups,
+    ...(policy.onStep ? { onStep: policy.onStep } : {}),
+  });
+  return recordOf(disk.id, disk.target, placed);
+}
+
+/**
+ * A workload's first placement: every disk copied from its source onto the placement, then the
+ * machine created on them (and started, health-checked, when the placement says so).
+ */
+export async function placeWorkload(request: MachineRequest, policy: CopyPolicy, plans: readonly DiskPlan[]): Promise<{ state: MachineState; disks: PlacedDiskRecord[] }> {
+  const disks: PlacedDiskRecord[] = [];
+  for (const plan of plans) disks.push(await copyDisk(request, policy, plan, true));
+  const state = await createMachine({ ...request, disks });
+  return { state, disks };
+}
+
+/**
+ * Same placement, new shape: the machine is recreated on its disks; a disk that is new or has a
+ * new source is copied (incrementally onto its replica), one no longer in the spec is removed.
+ */
+export async function reshapeWorkload(from: MachineRequest & { readonly machineId: string }, to: MachineRequest, policy: CopyPolicy, plans: readonly DiskPlan[], previous: readonly (DiskPlan & Partial<PlacedDiskRecord>)[]): Promise<{ state: MachineState; disks: PlacedDiskRecord[] }> {
+  await destroyMachine(from, from.machineId, { keepLocalState: true });
+  const disks: PlacedDiskRecord[] = [];
+  for (const plan of plans) {
+    const before = previous.find((d) => d.id === plan.id);
+    // Only a source that is known to have changed is copied again: the disk holds the guest's writes.
+    const sourceChanged = before?.source !== undefined && (before.source !== plan.source || before.sourceFormat !== plan.sourceFormat);
+    const same = before?.location !== undefined && before.target === plan.target && !sourceChanged;
+    disks.push(same ? (before as PlacedDiskRecord) : await copyDisk(to, policy, plan, true));
+  }
+  for (const gone of previous.filter((d) => !plans.some((p) => p.id === d.id))) {
+    await removeDisk({ workload: from.workload.name, disk: gone.id, target: gone.target, stateDir: policy.stateDir, virtualSizeBytes: 0, ...(from.vsphere ? { vsphere: from.vsphere } : {}) });
+  }
+  const state = await createMachine({ ...to, disks });
+  return { state, disks };
+}
+
+export interface MoveRequest extends CopyPolicy {
+  /** The placement the workload runs on now, its machine and its placed disks. */
+  readonly from: MachineRequest & { readonly machineId: string; readonly disks: readonly PlacedDiskRecord[] };
+  /** The new placement; its disks' `location` is filled in by the passes. */
+  readonly to: MachineRequest;
+  /** warm: passes while the source runs, then the cutover; cold: stop first, copy once. */
+  readonly mode: "warm" | "cold";
+  /** Run the cutover; false pre-stages: warm passes only, the source runs on. @default true */
+  readonly cutover?: boolean;
+  /** Warm passes at most, the first full copy included. @default 3 */
+  readonly maxPasses?: number;
+  /** A warm pass sending at most this much ends the warm loop. @default 64 MiB */
+  readonly deltaThresholdBytes?: number;
   /** Delete the old machine and its disks after a successful move (else they stay, stopped). */
   readonly deleteSource: boolean;
+  /**
+   * The target held this workload before (a kept placement, flipping back): its disks are
+   * replicas to update, and a rollback leaves them. Otherwise a rollback removes what the move
+   * wrote there.
+   */
+  readonly targetWasKept?: boolean;
   readonly gracefulTimeoutMs?: number;
-  /** A progress callback for each disk's final pass (it runs while the source is down). */
-  readonly onDiskProgress?: (diskId: string) => ((progress: ReplicateProgress) => void) | undefined;
-  /** The boot disk's guest fixups: applied to the final state, and their time recorded. */
-  readonly fixups?: DiskFixups & { readonly disk: string };
-  /** Steps worth a log line (each fixup). */
-  readonly onStep?: (line: string) => void;
 }
 
 export interface MoveResult {
   readonly record: CutoverRecord;
+  /** The machine the workload runs on now: the new one, or the source's when only staged. */
   readonly state: MachineState;
-  readonly disks: readonly PlacedDiskRef[];
+  /** Where its disks are now (the source's when only staged). */
+  readonly disks: readonly PlacedDiskRecord[];
+  /** Without a cutover: the replicas the warm passes left on the new placement. */
+  readonly staged?: readonly PlacedDiskRecord[];
 }
 
 /**
- * The cutover of a placement change. The disks were pre-copied (warm) by their own resources;
- * here the source stops, each disk gets its final delta (placeDisk from the old replica: a
- * block delta, or a full copy for vSphere) and is verified, and the new machine starts and must
- * pass its health check. Any failure rolls back: the new machine is removed, the old one
- * started again, and the record says so.
+ * A placement change, as one sequence for every pair of platforms (migrate.ts cutover): warm
+ * passes from the running source's point-in-time view into the new placement, until a pass
+ * sends little or maxPasses is reached; then the source stops, each disk gets its final delta
+ * and is verified, the new machine starts and must pass its health check, and the new
+ * placement is committed (the record a plan moves from). Nothing is committed before: any
+ * failure after the stop rolls back (the new machine and what the move wrote are removed, the
+ * old machine is started again), and the record says where the workload still runs.
  */
 export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
   const { from, to } = request;
-  const placed = new Map<string, PlacedDiskRef>();
+  const latest = new Map<string, PlacedDiskRecord>();
   let state: MachineState | undefined;
   const verifiedBlocks = new Map<string, number>();
-  const fixupsApplied = new Map<string, AppliedFixups>();
+  let finalFixups: AppliedFixups | undefined;
+  // What the passes are called in progress lines: warm pass 1, 2, …, then the final pass.
+  let phase = request.mode === "warm" || request.cutover === false ? "warm pass 1" : "final pass";
   const disks: DiskReplication[] = to.disks.map((disk) => {
     const old = from.disks.find((d) => d.id === disk.id);
     if (old === undefined) throw new PortableError("MOVE_DISK_UNKNOWN", `move ${to.workload.name}: disk ${disk.id} has no copy on the old placement`);
     return {
       key: disk.id,
       async pass() {
-        const onProgress = request.onDiskProgress?.(disk.id);
+        const onProgress = request.onDiskProgress?.(disk.id, phase);
+        const boot = request.fixups?.disk === disk.id ? request.fixups : undefined;
         const result = await placeDisk({
           workload: to.workload.name,
           disk: disk.id,
           ...(onProgress === undefined ? {} : { onProgress }),
+          // The live disk, read at a point in time while its machine runs (a frozen overlay locally).
           source: { replicaOf: old.target },
           target: disk.target,
           stateDir: request.stateDir,
-          verify: request.verify === "full" ? { mode: "full" } : request.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
+          verify: verifyPolicy(request.verify),
           ...(from.vsphere ?? to.vsphere ? { vsphere: (to.vsphere ?? from.vsphere)! } : {}),
-          // The final state gets the fixups again (no test boot: the real boot follows at once).
-          ...(request.fixups?.disk === disk.id ? { fixups: { ...request.fixups, testBoot: undefined } } : {}),
+          // The test boot runs on the move's first copy only; every later one gets the fixups again.
+          ...(boot === undefined ? {} : { fixups: latest.has(disk.id) ? { ...boot, testBoot: undefined } : boot }),
           ...(request.onStep ? { onStep: request.onStep } : {}),
+          record: false,
         });
-        if (result.fixups !== undefined) fixupsApplied.set(disk.id, result.fixups);
-        placed.set(disk.id, { id: disk.id, location: result.location, target: disk.target });
+        if (phase === "final pass" && result.fixups !== undefined) finalFixups = result.fixups;
+        latest.set(disk.id, recordOf(disk.id, disk.target, result, latest.get(disk.id)));
         verifiedBlocks.set(disk.id, result.verifiedBlocks);
         return result;
       },
@@ -137,45 +269,77 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     start: () => restartMachine(from, from.machineId),
     stop: (options) => stopMachine(from, from.machineId, options?.gracefulTimeoutMs),
   };
-  const target: Machine = {
+  const target: CutoverOptions["target"] = {
     name: `${to.placement.kind}:${to.workload.name}`,
     isRunning: async () => state !== undefined && state.running,
     async start() {
-      state = await createMachine({ ...to, disks: to.disks.map((d) => placed.get(d.id) ?? d) });
+      state = await createMachine({ ...to, disks: to.disks.map((d) => latest.get(d.id) ?? d) });
     },
     async stop() {
-      if (state !== undefined) await destroyMachine(to, state.machineId);
+      // A machine whose health check failed inside create has no state yet, but has its name.
+      await destroyMachine(to, state?.machineId ?? (await machineDriver(to.placement.kind) ? machineName(to.workload) : ""));
       return { graceful: true };
     },
+    ...(request.targetWasKept === true ? {} : {
+      async remove() {
+        for (const disk of to.disks) {
+          await removeDisk({ workload: to.workload.name, disk: disk.id, target: disk.target, stateDir: request.stateDir, virtualSizeBytes: 0, ...(to.vsphere ? { vsphere: to.vsphere } : {}) });
+        }
+      },
+    }),
   };
   const withFixups = (record: CutoverRecord): CutoverRecord => {
-    const [disk, applied] = [...fixupsApplied.entries()][0] ?? [];
-    if (disk !== undefined && applied !== undefined) record.fixups = { disk, seconds: applied.seconds, applied: applied.outcomes.map((o) => ({ kind: o.kind, detail: o.detail, seconds: o.seconds })) };
+    if (request.fixups !== undefined && finalFixups !== undefined) record.fixups = { disk: request.fixups.disk, seconds: finalFixups.seconds, applied: finalFixups.outcomes.map((o) => ({ kind: o.kind, detail: o.detail, seconds: o.seconds })) };
     return record;
   };
+  const driver = await machineDriver(to.placement.kind);
+  const warm = request.mode === "warm" || request.cutover === false;
   const record = withFixups(await cutover({
     source,
     target,
     disks,
-    verify: request.verify === "full" ? { mode: "full" } : request.verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 },
+    ...(warm ? { warm: { maxPasses: request.maxPasses ?? 3, ...(request.deltaThresholdBytes === undefined ? {} : { deltaThresholdBytes: request.deltaThresholdBytes }) } } : {}),
+    cutover: request.cutover ?? true,
+    verify: verifyPolicy(request.verify),
     gracefulTimeoutMs: request.gracefulTimeoutMs ?? 30_000,
+    onPass: (p) => {
+      phase = `warm pass ${p.pass + 1}`;
+    },
+    onStep: (s) => {
+      if (s.name === "stop-source") phase = "final pass";
+      request.onCutoverStep?.(`${s.name}: ${s.ok ? "ok" : "failed"}${s.detail ? ` (${s.detail})` : ""}`);
+    },
     healthCheck: async (): Promise<HealthResult> => {
       if (state === undefined) return { ok: false, detail: "the target machine was not created" };
-      if ((await machineDriver(to.placement.kind))?.wantsRunning(to.placement) !== true) return { ok: true, detail: "created (not started, as the placement asks)" };
+      if (driver === undefined) return { ok: true, detail: `the ${to.placement.kind} machine is the official provider's resources, created after this cutover` };
+      if (!driver.wantsRunning(to.placement)) return { ok: true, detail: "created (not started, as the placement asks)" };
       // A local guest that printed its marker may have powered off by itself: the marker is the proof.
       return { ok: state.running, detail: state.bootSeconds === undefined ? "running" : `up in ${state.bootSeconds.toFixed(1)} s` };
+    },
+    commit: async () => {
+      for (const disk of to.disks) {
+        const placed = latest.get(disk.id)!;
+        await commitPlacement(request.stateDir, to.workload.name, disk.id, currentOf(disk.target, placed.location, placed.virtualSizeBytes, to.vsphere));
+        const fixed = request.fixups?.disk === disk.id && (finalFixups?.outcomes.length ?? 0) > 0;
+        if (!fixed) await refreshSourceRecord({ stateDir: request.stateDir, workload: to.workload.name, disk: disk.id, source: from.disks.find((d) => d.id === disk.id)!.target, target: disk.target });
+      }
     },
   }).catch((error: unknown) => {
     if (error instanceof CutoverError) withFixups(error.record);
     throw error;
   }));
-  if (request.deleteSource) {
-    await destroyMachine(from, from.machineId);
-    for (const disk of from.disks) {
-      await removeDisk({ workload: from.workload.name, disk: disk.id, target: disk.target, stateDir: request.stateDir, virtualSizeBytes: 0, ...(from.vsphere ? { vsphere: from.vsphere } : {}) });
-    }
+  const placed = to.disks.map((d) => latest.get(d.id)!);
+  if (record.state === "staged") return { record, state: { kind: from.placement.kind, machineId: from.machineId, running: await isRunning(from, from.machineId) }, disks: from.disks, staged: placed };
+  if (request.deleteSource) await removeWorkload(from, from.machineId, request.stateDir);
+  return { record, state: state!, disks: placed };
+}
+
+/** Deletes a workload's machine on a placement and every disk it has there. */
+export async function removeWorkload(request: MachineRequest, machineId: string, stateDir: string): Promise<void> {
+  await destroyMachine(request, machineId);
+  for (const disk of request.disks) {
+    await removeDisk({ workload: request.workload.name, disk: disk.id, target: disk.target, stateDir, virtualSizeBytes: 0, ...(request.vsphere ? { vsphere: request.vsphere } : {}) });
   }
-  return { record, state: state!, disks: to.disks.map((d) => placed.get(d.id) ?? d) };
 }
 
 /** The vCenter connection of a vsphere placement, without its password. */

@@ -1,13 +1,16 @@
-// The warm loop and the cutover (DESIGN.md "migrate/"): copy while the source runs, send deltas
-// until the remaining change is small, then stop the source, send the last delta, verify, start
-// the target and check its health. A failure after the source stopped rolls back: the target is
-// stopped and the source started again. Every step is recorded with its timestamps, and the
-// record is written after each step so that a crash leaves the truth on disk.
+// The warm loop and the cutover (DESIGN.md "migrate/"), one sequence for every pair of
+// platforms: copy while the source runs, send deltas until the remaining change is small, then
+// stop the source, send the last delta, verify, start the target, check its health and commit.
+// A failure after the source stopped rolls back: the target is stopped and removed and the
+// source started again, and nothing is committed. `cold` stops first and copies once; without a
+// cutover only the warm passes run (pre-staging). Every step is recorded with its timestamps,
+// and the record is written after each step so that a crash leaves the truth on disk.
 import { rename, writeFile } from "node:fs/promises";
 import { isPortableError, PortableError } from "../errors.ts";
 import type { ReplicaStore } from "../transfer/checkpoint.ts";
-import type { BlockManifest } from "../transfer/manifest.ts";
-import { replicate, type ReplicaTarget } from "../transfer/replicate.ts";
+import type { BlockManifest } from "../disk/manifest.ts";
+import type { ReplicaTarget } from "../contracts/replica-target.ts";
+import { replicate } from "../transfer/replicate.ts";
 import { verifyReplica, type VerifyPolicy, type VerifyResult } from "../transfer/verify.ts";
 import type { DiskPassResult, DiskReplication, HealthResult, Machine, PointInTime } from "./types.ts";
 
@@ -101,7 +104,17 @@ export async function warmReplicate(disks: readonly DiskReplication[], policy: W
   return { passes, converged: false };
 }
 
-export type CutoverStepName = "stop-source" | "final-pass" | "verify" | "start-target" | "health-check" | "rollback-stop-target" | "rollback-start-source";
+export type CutoverStepName =
+  | "warm-passes"
+  | "stop-source"
+  | "final-pass"
+  | "verify"
+  | "start-target"
+  | "health-check"
+  | "commit"
+  | "rollback-stop-target"
+  | "rollback-remove-target"
+  | "rollback-start-source";
 
 export interface CutoverStep {
   readonly name: CutoverStepName;
@@ -112,12 +125,16 @@ export interface CutoverStep {
 }
 
 export interface CutoverRecord {
-  state: "running" | "completed" | "rolled-back" | "rollback-failed";
+  /** "staged": the warm passes ran and, without a cutover, the source runs on. */
+  state: "running" | "staged" | "completed" | "rolled-back" | "rollback-failed";
+  readonly mode: "warm" | "cold";
   readonly startedAt: string;
   endedAt?: string;
   readonly steps: CutoverStep[];
   /** From the source's stop to the target's passing health check (or the source's restart). */
   downtimeMs?: number;
+  /** The passes while the source ran (warm mode), the first full copy included. */
+  warmPasses?: PassRecord[];
   finalPass?: PassRecord;
   /** The guest fixups applied to the final state (inside the final pass, so inside the downtime). */
   fixups?: { readonly disk: string; readonly seconds: number; readonly applied: ReadonlyArray<{ readonly kind: string; readonly detail: string; readonly seconds: number }> };
@@ -127,8 +144,20 @@ export interface CutoverRecord {
 
 export interface CutoverOptions extends ReplicationHooks {
   readonly source: Machine;
-  readonly target: Machine;
+  readonly target: Machine & {
+    /** Deletes what the move made on the target (its machine, its disks): the rollback's last word there. */
+    readonly remove?: () => Promise<void>;
+  };
   readonly disks: readonly DiskReplication[];
+  /**
+   * Warm passes while the source runs, before it stops (mode warm). Absent: cold, the source
+   * stops first and the final pass is the one copy.
+   */
+  readonly warm?: WarmPolicy;
+  /** Run the cutover after the warm passes; false pre-stages (the source keeps running). @default true */
+  readonly cutover?: boolean;
+  /** Makes the target the recorded placement: the last step, after the health check. */
+  readonly commit?: () => Promise<void>;
   readonly verify?: VerifyPolicy;
   readonly healthCheck: () => Promise<HealthResult>;
   /** Graceful shutdown budget for the source. @default 60 s */
@@ -152,7 +181,7 @@ export class CutoverError extends PortableError {
  * "rollback-failed" when the source could not be started again).
  */
 export async function cutover(options: CutoverOptions): Promise<CutoverRecord> {
-  const record: CutoverRecord = { state: "running", startedAt: new Date().toISOString(), steps: [] };
+  const record: CutoverRecord = { state: "running", mode: options.warm === undefined ? "cold" : "warm", startedAt: new Date().toISOString(), steps: [] };
   const save = async () => {
     if (options.recordPath === undefined) return;
     const temp = `${options.recordPath}.${process.pid}.tmp`;
@@ -181,6 +210,16 @@ export async function cutover(options: CutoverOptions): Promise<CutoverRecord> {
   let targetStarted = false;
   try {
     await save();
+    if (options.warm !== undefined) {
+      const warm = await step("warm-passes", () => warmReplicate(options.disks, options.warm!, options), (w) => `${w.passes.length} pass(es), ${w.passes.reduce((s, p) => s + p.bytesSent, 0)} bytes${w.converged ? ", converged" : ", pass limit reached"}`);
+      record.warmPasses = warm.passes;
+      if (options.cutover === false) {
+        record.state = "staged";
+        record.endedAt = new Date().toISOString();
+        await save();
+        return record;
+      }
+    }
     downtimeStart = performance.now();
     await step("stop-source", () => options.source.stop({ gracefulTimeoutMs: options.gracefulTimeoutMs ?? 60_000 }), (r) => (r.graceful ? "graceful shutdown" : "hard power-off"));
     const finalPass = await step("final-pass", () => replicatePass(options.disks, 0, options), ({ record: r }) => `${r.blocksSent} blocks, ${r.bytesSent} bytes`);
@@ -205,6 +244,7 @@ export async function cutover(options: CutoverOptions): Promise<CutoverRecord> {
       return health;
     }, (h) => h.detail);
     record.downtimeMs = performance.now() - downtimeStart;
+    if (options.commit !== undefined) await step("commit", options.commit);
     record.state = "completed";
     record.endedAt = new Date().toISOString();
     await save();
@@ -213,6 +253,8 @@ export async function cutover(options: CutoverOptions): Promise<CutoverRecord> {
     record.error = { code: isPortableError(error) ? error.code : "CUTOVER_FAILED", message: messageOf(error) };
     try {
       if (targetStarted) await step("rollback-stop-target", () => options.target.stop({ gracefulTimeoutMs: 10_000 }));
+      // What the final pass wrote is removed; a failed warm pass keeps its replica to resume from.
+      if (downtimeStart !== undefined && options.target.remove !== undefined) await step("rollback-remove-target", options.target.remove);
       if (downtimeStart !== undefined && !(await options.source.isRunning())) await step("rollback-start-source", () => options.source.start());
       record.state = "rolled-back";
     } catch {

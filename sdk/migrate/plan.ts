@@ -6,8 +6,8 @@
 // source). Times come from measurements: the source's hashing rate is sampled now, the send
 // rate is the last pass's if there was one, else the caller's figure for that target.
 import type { DiskSource } from "../disk/types.ts";
-import { blockHash, DEFAULT_MANIFEST_BLOCK_BYTES } from "../transfer/manifest.ts";
-import type { CommittedReplica, PassFigures } from "../transfer/checkpoint.ts";
+import { blockHash, DEFAULT_MANIFEST_BLOCK_BYTES } from "../disk/manifest.ts";
+import type { CommittedReplica, PassFigures } from "../contracts/replica-target.ts";
 import { formatBytes } from "../units.ts";
 
 export interface DiskPlanInput {

@@ -1,6 +1,5 @@
 // The few things migration needs from a placement, whatever the platform: a machine it can stop
 // and start, and per disk a point-in-time readable view of the source and a replica target.
-import type { DiskSource } from "../disk/types.ts";
 import type { VerifyPolicy, VerifyResult } from "../transfer/verify.ts";
 
 export interface StopResult {
@@ -17,11 +16,7 @@ export interface Machine {
   stop(options?: { readonly gracefulTimeoutMs?: number }): Promise<StopResult>;
 }
 
-/** A consistent read of a source disk for one pass, released when the pass ends. */
-export interface PointInTime {
-  readonly source: DiskSource;
-  release(): Promise<void>;
-}
+export type { PointInTime } from "../contracts/point-in-time.ts";
 
 /** What one pass over one disk did. */
 export interface DiskPassResult {

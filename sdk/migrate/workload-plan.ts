@@ -3,7 +3,8 @@
 // (exact: against the replica's manifest when one exists there, so a flip back is a delta),
 // the conversion, the expected downtime, and readiness findings for the target from inspecting
 // the guest on the disk.
-import { FileReplicaStore, type CommittedReplica } from "../transfer/checkpoint.ts";
+import type { CommittedReplica } from "../contracts/replica-target.ts";
+import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { openSource } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { inspectGuest } from "../inspect/inspect.ts";
@@ -55,6 +56,10 @@ export interface WorkloadPlanInput {
   readonly workload: Workload;
   readonly placement: Placement;
   readonly mode: "warm" | "cold";
+  /** The policy's cutover: false pre-stages (warm passes only). @default true */
+  readonly cutover?: boolean;
+  /** The policy's warm pass limit, for the plan's words. @default 3 */
+  readonly maxPasses?: number;
   readonly stateDir: string;
   /** Per disk id: the spec source and the target string. */
   readonly disks: ReadonlyArray<{ readonly id: string; readonly source: string; readonly sourceFormat?: string; readonly target: string }>;
@@ -116,6 +121,9 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     const lines = [
       `${input.workload.name}: ${fromKind} → ${toKind} (${input.mode}), ${planned.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move`,
       ...planned.filter((d) => d.action === "in-place").map((d) => `  ${d.disk}: already on ${toKind}`),
+      ...(input.mode === "warm" && input.cutover !== false ? [`  warm passes while the source runs: up to ${input.maxPasses ?? 3}, until one sends little`] : []),
+      ...(input.mode === "cold" && input.cutover !== false ? ["  cold: the source stops first, then every disk is copied once"] : []),
+      ...(input.cutover === false ? [`  no cutover (migration.cutover: false): replicas are staged on ${toKind} and the source keeps running; the downtime below is for the cutover that follows`] : []),
       ...describePlan(plan).split("\n").slice(1),
       ...fixupLines(fixups),
       ...judged.filter((f) => f.severity !== "info").map((f) => `  readiness ${f.severity}: ${f.code}: ${f.message}${f.fixHint ? ` (fix: ${f.fixHint})` : ""}`),

@@ -20,6 +20,8 @@ export const localPlacementSchema = z
     start: z.boolean().default(true),
     /** Text the guest prints on its serial console once up: the health check. */
     bootMarker: z.string().min(1).optional(),
+    /** Seconds the health check waits for bootMarker before the start fails (a cutover rolls back). @default 180 */
+    bootTimeoutSeconds: z.number().int().min(1).max(3600).default(180),
   })
   .strict();
 

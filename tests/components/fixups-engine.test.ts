@@ -120,12 +120,12 @@ describe("Guest fixups through the Pulumi engine: a VMware Debian guest placed o
     assert.doesNotMatch(output, /blocks `up`/);
   });
 
-  it("WHEN up THEN the Disk copies the fixed-up, test-booted overlay, the machine boots on NVMe, and the source is unchanged", async () => {
+  it("WHEN up THEN the placement copies the fixed-up, test-booted overlay, the machine boots on NVMe, and the source is unchanged", async () => {
     const steps: string[] = [];
     const result = await env.stack.up({
       onEvent: (event) => {
         const diag = event.diagnosticEvent;
-        if (diag?.urn?.endsWith("::app-disk0")) steps.push(diag.message.trim());
+        if (diag?.urn?.endsWith("::app-machine")) steps.push(diag.message.trim());
       },
     });
     assert.equal(result.summary.result, "succeeded");
@@ -141,7 +141,7 @@ describe("Guest fixups through the Pulumi engine: a VMware Debian guest placed o
     assert.ok(fixups.applied.every((a) => a.seconds > 0), JSON.stringify(fixups.applied));
     assert.equal(typeof fixups.testBootSeconds, "number", "the test boot ran and saw the marker");
     assert.ok(fixups.testBootSeconds! > 0);
-    // Each fixup and the test boot are lines on the Disk in `pulumi up`.
+    // Each fixup and the test boot are lines on the placement (Machine) in `pulumi up`; the Disk records them.
     assert.ok(steps.some((s) => /^disk disk0: fixup initramfs-drivers: /.test(s)), steps.join("\n"));
     assert.ok(steps.some((s) => /^disk disk0: test boot on nvme \(bios\)/.test(s)), steps.join("\n"));
 
@@ -171,7 +171,7 @@ describe("Guest fixups through the Pulumi engine: a VMware Debian guest placed o
     assert.deepEqual(move.fixups.applied.map((a) => a.kind), ["initramfs-drivers", "device-names"]);
     assert.match(move.fixups.applied[0]!.detail, /already listed; rebuilt for /, "nvme was already in the initramfs list on A");
     assert.equal(machine.outputs.running, true, "the machine on the new datastore booted");
-    // The Disk's warm pass applied them too, and test-booted the result.
+    // The move's first (warm) pass applied them too, and test-booted the result: the Disk records it.
     const disk = await resource(DISK);
     const warm = JSON.parse(disk.outputs.fixupsApplied as string) as AppliedJson;
     assert.deepEqual(warm.applied.map((a) => a.kind), ["initramfs-drivers", "device-names"]);

@@ -99,7 +99,7 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
         if (diag) diagnostics.push({ ...(diag.urn ? { urn: diag.urn } : {}), message: diag.message, severity: diag.severity });
       },
     });
-    assert.equal(preview.changeSummary.update, 3, "the readiness gate, the disk and the machine update in place; nothing is replaced");
+    assert.equal(preview.changeSummary.update, 2, "the placement (Machine) and the disk's record update in place; nothing is replaced, and the readiness gate has no new error to check");
     const summary = /web: local → vsphere \(warm\), 1 disk\(s\), ([\d.]+) MiB to move/.exec(output);
     assert.ok(summary, `the plan summary is in the preview output:\n${output}`);
     assert.ok(Number(summary[1]) > 1, "the allocated data of the boot image");
@@ -126,8 +126,8 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
       },
     });
     assert.equal(result.summary.result, "succeeded");
-    // Each long copy reports on its resource: the warm pass on the Disk, the final pass on the Machine.
-    assert.ok(progress.some((p) => p.urn.endsWith("::web-disk0") && /^move disk disk0: 100% .*done\s*$/.test(p.message)), JSON.stringify(progress));
+    // Each long copy reports on the placement resource: the warm pass while the source runs, then the final pass.
+    assert.ok(progress.some((p) => p.urn.endsWith("::web-machine") && /^warm pass 1, disk disk0: 100% .*done\s*$/.test(p.message)), JSON.stringify(progress));
     assert.ok(progress.some((p) => p.urn.endsWith("::web-machine") && /^final pass, disk disk0: 100% .*done\s*$/.test(p.message)), JSON.stringify(progress));
     const client = await connect(sim);
     try {
@@ -147,7 +147,7 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
     const machine = state.deployment.resources.find((r: { type: string }) => r.type === "pulumi-nodejs:dynamic/portable:Machine");
     const move = JSON.parse(machine.outputs.lastMove);
     assert.equal(move.state, "completed");
-    assert.deepEqual(move.steps.map((s: { name: string }) => s.name), ["stop-source", "final-pass", "verify", "start-target", "health-check"]);
+    assert.deepEqual(move.steps.map((s: { name: string }) => s.name), ["warm-passes", "stop-source", "final-pass", "verify", "start-target", "health-check", "commit"]);
   });
 
   it("GIVEN the placement goes back to local WHEN up THEN it migrates back and the local machine boots", async () => {
@@ -157,7 +157,7 @@ describe("Workload: local → vSphere → local through the Pulumi engine", { ti
     assert.equal(await fileSha256(join(localDir, "disks", "web-disk0.raw")), expected);
     const state = await env.stack.exportStack();
     const disk = state.deployment.resources.find((r: { type: string }) => r.type === "pulumi-nodejs:dynamic/portable:Disk");
-    assert.equal(disk.outputs.bytesSent, 0, "the kept local replica already held this content: nothing was re-sent");
+    assert.equal(disk.outputs.bytesSent, 0, "the kept local replica already held this content: no pass of the move re-sent it");
     const machine = state.deployment.resources.find((r: { type: string }) => r.type === "pulumi-nodejs:dynamic/portable:Machine");
     assert.equal(machine.outputs.running, true, "the local machine booted again");
   });

@@ -2,7 +2,7 @@
 //
 // The guest is Debian's own kernel (`linux-image-<abi>-amd64`, fetched once with `apt-get download`
 // into .tools/cache/ and unpacked there, never installed) and a busybox initramfs whose /init
-// prints a marker on ttyS0 and powers off. GRUB loads both from an ext4 root filesystem that
+// prints a marker on ttyS0 and powers off (or stays up). GRUB loads both from an ext4 root filesystem that
 // also carries what later readiness checks inspect: /etc/os-release, /etc/fstab,
 // /boot/grub/grub.cfg and /lib/modules/<kver>/ with modules.builtin, modules.dep and a few
 // storage drivers.
@@ -33,6 +33,11 @@ export interface BootImageOptions {
   readonly marker?: string;
   /** Virtual size of the disk in MiB. @default 64 */
   readonly sizeMiB?: number;
+  /**
+   * What /init does after the marker: power off (a boot check), or stay up until QEMU is stopped
+   * (a running source for a cutover; it ignores ACPI, so a graceful stop times out). @default "poweroff"
+   */
+  readonly afterMarker?: "poweroff" | "stay";
 }
 
 export interface BootImagePartition {
@@ -236,7 +241,7 @@ export async function pinTimes(dir: string): Promise<string[]> {
   return paths;
 }
 
-async function buildInitramfs(work: string, marker: string, out: string): Promise<void> {
+async function buildInitramfs(work: string, marker: string, afterMarker: "poweroff" | "stay", out: string): Promise<void> {
   const dir = join(work, "initramfs");
   for (const sub of ["bin", "dev", "proc", "sys"]) await mkdir(join(dir, sub), { recursive: true });
   await copyFile("/usr/bin/busybox", join(dir, "bin", "busybox"));
@@ -245,20 +250,20 @@ async function buildInitramfs(work: string, marker: string, out: string): Promis
   // The kernel's console is ttyS0 (console=ttyS0), so /init's stdout is the serial port.
   await writeFile(
     join(dir, "init"),
-    ["#!/bin/sh", "/bin/busybox mount -t proc proc /proc", `/bin/busybox echo ${marker}`, "/bin/busybox poweroff -f", ""].join("\n"),
+    ["#!/bin/sh", "/bin/busybox mount -t proc proc /proc", `/bin/busybox echo ${marker}`, afterMarker === "stay" ? "while :; do /bin/busybox sleep 3600; done" : "/bin/busybox poweroff -f", ""].join("\n"),
     { mode: 0o755 },
   );
   const paths = await pinTimes(dir);
   await tool("cpio", ["-o", "-H", "newc", "-R", "0:0", "--reproducible", "--quiet"], { cwd: dir, input: `.\n${paths.map((p) => `./${p}`).join("\n")}\n`, stdoutPath: out });
 }
 
-async function buildRootTree(work: string, kernel: Kernel, firmware: BootFirmware, marker: string): Promise<string> {
+async function buildRootTree(work: string, kernel: Kernel, firmware: BootFirmware, marker: string, afterMarker: "poweroff" | "stay"): Promise<string> {
   const root = join(work, "root");
   const kv = kernel.version;
   const modulesDir = join(root, "lib", "modules", kv);
   for (const sub of ["boot/grub", "etc", "dev", "proc", "sys", "tmp", "root"]) await mkdir(join(root, sub), { recursive: true });
   await copyFile(join(kernel.root, "boot", `vmlinuz-${kv}`), join(root, "boot", `vmlinuz-${kv}`));
-  await buildInitramfs(work, marker, join(root, "boot", `initrd.img-${kv}`));
+  await buildInitramfs(work, marker, afterMarker, join(root, "boot", `initrd.img-${kv}`));
   for (const file of ["modules.builtin", "modules.builtin.modinfo", "modules.order"]) {
     await mkdir(modulesDir, { recursive: true });
     await copyFile(join(kernel.root, "lib", "modules", kv, file), join(modulesDir, file));
@@ -362,7 +367,7 @@ async function assemble(work: string, image: string, kernel: Kernel, options: Re
   const handle = await open(image, "w");
   await handle.truncate(sizeBytes);
   await handle.close();
-  const tree = await buildRootTree(work, kernel, options.firmware, options.marker);
+  const tree = await buildRootTree(work, kernel, options.firmware, options.marker, options.afterMarker);
   const early = await grubEarlyConfig(work, options.firmware === "bios");
   if (options.firmware === "bios") return assembleBiosDisk(work, image, sizeBytes, tree, BOOT_IMAGE_ROOT_UUID, early);
   const espFirst = FIRST_PARTITION_SECTOR;
@@ -398,7 +403,7 @@ async function assemble(work: string, image: string, kernel: Kernel, options: Re
  * the same bytes; the returned path is shared, so callers copy it before changing it.
  */
 export async function buildBootImage(options: BootImageOptions): Promise<BootImage> {
-  const full: Required<BootImageOptions> = { marker: DEFAULT_BOOT_MARKER, sizeMiB: 64, ...options };
+  const full: Required<BootImageOptions> = { marker: DEFAULT_BOOT_MARKER, sizeMiB: 64, afterMarker: "poweroff", ...options };
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(full.marker)) throw new Error(`boot-image: marker must be 1-64 letters, digits, '.', '_' or '-'`);
   if (!Number.isInteger(full.sizeMiB) || full.sizeMiB < 48 || full.sizeMiB > 4096) throw new Error("boot-image: sizeMiB must be 48..4096");
   const deb = await kernelPackage();

@@ -11,7 +11,7 @@ import { blockReplication, cutover, CutoverError, warmReplicate } from "../../sd
 import { planMigration } from "../../sdk/migrate/plan.ts";
 import type { DiskReplication } from "../../sdk/migrate/types.ts";
 import { FileReplicaStore } from "../../sdk/transfer/checkpoint.ts";
-import { rawFileReplica } from "../../sdk/transfer/raw-file-replica.ts";
+import { rawFileReplica } from "../../sdk/clouds/local/replica-target.ts";
 import { fileSha256 } from "../harness/disk.ts";
 import { REPO_ROOT } from "../harness/tools.ts";
 import { MiB, spread, writeBlocks } from "../transfer/replica-helpers.ts";

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { listDatastoreFolder, removeEmptyDatastoreFolder } from "../../sdk/clouds/vsphere/datastore.ts";
-import type { VsphereConnection } from "../../sdk/clouds/vsphere/disk-url.ts";
+import type { VsphereConnection } from "../../sdk/contracts/vsphere-connection.ts";
 import { isPortableError } from "../../sdk/errors.ts";
 import { forgetWorkload, placeDisk, readTimings, removeDisk } from "../../sdk/migrate/disk-placement.ts";
 import { createMachine, destroyMachine, isRunning, type MachineRequest } from "../../sdk/migrate/machine-placement.ts";

@@ -2,13 +2,10 @@
 import { readFile } from "node:fs/promises";
 import { PortableError } from "../../errors.ts";
 import type { Placement } from "../../spec/placement.ts";
-import type { MachineDriver, MachineRequest } from "../machine-driver.ts";
+import type { MachineDriver, MachineRequest } from "../../contracts/machine-driver.ts";
 import { defineMachine } from "./machine.ts";
 import { openDatastore } from "./datastore.ts";
 import { machineStatus, removeMachine, startMachine, stopMachine } from "./lifecycle.ts";
-
-/** A local guest that prints no marker is up once QEMU runs; this long for one that does. */
-export const LOCAL_BOOT_TIMEOUT_MS = 180_000;
 
 type LocalPlacement = Extract<Placement, { kind: "local" }>;
 
@@ -39,9 +36,11 @@ export const localMachineDriver: MachineDriver = {
     if (!placement.start) return { kind: "local", machineId: definition.name, running: false };
     const started = performance.now();
     const running = await startMachine(store, definition);
-    if (placement.bootMarker !== undefined && !(await waitForMarker(running.files.serialLog, placement.bootMarker, LOCAL_BOOT_TIMEOUT_MS))) {
+    // A guest that prints no marker is up once QEMU runs. (A placement recorded before
+    // bootTimeoutSeconds existed has none.)
+    if (placement.bootMarker !== undefined && !(await waitForMarker(running.files.serialLog, placement.bootMarker, (placement.bootTimeoutSeconds ?? 180) * 1000))) {
       await stopMachine(store, definition.name, { graceMs: 0 });
-      throw new PortableError("HEALTH_CHECK_FAILED", `local machine ${definition.name}: no "${placement.bootMarker}" on the serial console within ${LOCAL_BOOT_TIMEOUT_MS / 1000} s`);
+      throw new PortableError("HEALTH_CHECK_FAILED", `local machine ${definition.name}: no "${placement.bootMarker}" on the serial console within ${placement.bootTimeoutSeconds ?? 180} s`);
     }
     return { kind: "local", machineId: definition.name, running: true, bootSeconds: (performance.now() - started) / 1000 };
   },

@@ -2,7 +2,7 @@
 // disks already on a datastore. Each call logs in with the placement's connection and out again.
 import { PortableError } from "../../errors.ts";
 import type { Placement } from "../../spec/placement.ts";
-import type { MachineDriver, MachineRequest } from "../machine-driver.ts";
+import type { MachineDriver, MachineRequest } from "../../contracts/machine-driver.ts";
 import type { VsphereClient } from "./client.ts";
 import { connectVsphere } from "./disk-url.ts";
 import { createVm, destroyVm, powerOffVm, powerOnVm, powerState } from "./vm.ts";
