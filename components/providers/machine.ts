@@ -86,7 +86,10 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
   },
 
   async diff(_id, olds, news) {
-    const changed = (["spec", "placement", "disks", "keepPrevious", "verify", "stateDir", "stopGraceSeconds", "migration"] as const).filter((k) => olds[k] !== news[k]);
+    // The move policy matters only to a move: alone, it changes nothing to do.
+    const changed = (["spec", "placement", "disks", "keepPrevious", "verify", "stateDir", "stopGraceSeconds", "migration"] as const)
+      .filter((k) => olds[k] !== news[k])
+      .filter((k) => k !== "migration" || movePending(olds, news));
     return { changes: changed.length > 0, replaces: olds.workload !== news.workload ? ["workload"] : [] };
   },
 
@@ -106,7 +109,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     const kept = JSON.parse(olds.retained || "[]") as Retained[];
     const retained = kept.filter((r) => r.placement !== news.placement);
     // A move is a disk going somewhere else; another setting of the same placement is a reshape.
-    if (plansOf(news).some((plan) => liveDisks.find((d) => d.id === plan.id)?.target !== plan.target)) {
+    if (movePending(olds, news)) {
       const settings = settingsOf(news);
       const moved = await machines.moveMachine({
         ...policyOf(news),
@@ -156,6 +159,16 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
  */
 function liveOf(olds: MachineOutputs): { live: string; placed: string } {
   return { live: olds.live ?? olds.placement, placed: olds.placed ?? olds.disks };
+}
+
+/** Whether some disk is to go elsewhere than where it is (unknown inputs in a preview count as yes). */
+function movePending(olds: MachineOutputs, news: MachineInputs): boolean {
+  try {
+    const live = JSON.parse(liveOf(olds).placed) as Machines.PlacedDiskRecord[];
+    return plansOf(news).some((plan) => live.find((d) => d.id === plan.id)?.target !== plan.target);
+  } catch {
+    return true;
+  }
 }
 
 function settingsOf(inputs: MachineInputs): MigrationSettings {
