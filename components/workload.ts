@@ -136,7 +136,8 @@ export class Workload extends pulumi.ComponentResource {
     );
     this.disks = pulumi.all(disks.map((d) => d.location)).apply((locations) => Object.fromEntries(diskInputs.map((d, i) => [d.id, locations[i]!])));
 
-    if (placement.kind === "aws") {
+    // `launch: false` places the disks only: no AMI or instance, no managed disk or VM.
+    if (placement.kind === "aws" && placement.launch) {
       const aws = new AwsPlacement(`${name}-aws`, {
         workload: spec,
         placement,
@@ -144,7 +145,7 @@ export class Workload extends pulumi.ComponentResource {
       }, { parent: this });
       this.machineId = aws.instance?.id ?? aws.ami.id;
       this.addresses = aws.instance ? pulumi.all([aws.instance.privateIp]).apply((ips) => ips.filter((ip) => ip !== undefined && ip !== "")) : pulumi.output([]);
-    } else if (placement.kind === "azure") {
+    } else if (placement.kind === "azure" && placement.launch) {
       const azure = new AzurePlacement(`${name}-azure`, {
         workload: spec,
         placement,

@@ -111,6 +111,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     // A move is a disk going somewhere else; another setting of the same placement is a reshape.
     if (movePending(olds, news)) {
       const settings = settingsOf(news);
+      const keptThere = kept.find((r) => r.placement === news.placement);
       const moved = await machines.moveMachine({
         ...policyOf(news),
         from: { ...from, disks: liveDisks },
@@ -120,6 +121,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
         maxPasses: settings.maxPasses,
         deleteSource: !news.keepPrevious,
         targetWasKept: kept.some((r) => r.placement === news.placement),
+        ...(keptThere?.machineId ? { keptMachineId: keptThere.machineId } : {}),
         gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000,
       });
       if (moved.staged !== undefined) {

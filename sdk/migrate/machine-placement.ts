@@ -199,6 +199,8 @@ export interface MoveRequest extends CopyPolicy {
    * wrote there.
    */
   readonly targetWasKept?: boolean;
+  /** The machine kept (stopped) on the target since the workload left it: replaced by the new one. */
+  readonly keptMachineId?: string;
   readonly gracefulTimeoutMs?: number;
 }
 
@@ -273,6 +275,8 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     name: `${to.placement.kind}:${to.workload.name}`,
     isRunning: async () => state !== undefined && state.running,
     async start() {
+      // A kept machine there is the workload's old one, by the same name: the new one takes its place.
+      if (request.keptMachineId !== undefined) await destroyMachine(to, request.keptMachineId, { keepLocalState: true });
       state = await createMachine({ ...to, disks: to.disks.map((d) => latest.get(d.id) ?? d) });
     },
     async stop() {

@@ -66,7 +66,7 @@ export const awsPlacementSchema = z
     securityGroupIds: z.array(z.string().min(1)).default([]),
     keyName: z.string().min(1).optional(),
     kmsKeyArn: z.string().min(1).optional(),
-    /** Create the AMI and the instance (off: only the snapshots). @default true */
+    /** Create the AMI and the instance (off: only the snapshots, no official resource at all). @default true */
     launch: z.boolean().default(true),
   })
   .strict();
@@ -85,7 +85,7 @@ export const azurePlacementSchema = z
     vmSize: z.string().min(1).optional(),
     /** ARM id of the NIC the VM uses. */
     networkInterfaceId: z.string().min(1).optional(),
-    /** Create the managed disks and the VM (off: only the blobs). @default true */
+    /** Create the managed disks and the VM (off: only the blobs, no official resource at all). @default true */
     launch: z.boolean().default(true),
   })
   .strict();

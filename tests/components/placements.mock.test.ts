@@ -23,7 +23,7 @@ before(() => {
     {
       newResource(args) {
         created.push({ type: args.type, name: args.name, inputs: args.inputs });
-        return { id: `${args.name}-id`, state: { ...args.inputs, privateIp: "10.0.0.5" } };
+        return { id: `${args.name}-id`, state: { ...args.inputs, ...dynamicOutputs(args.name, args.inputs), privateIp: "10.0.0.5" } };
       },
       call: (args) => args.inputs,
     },
@@ -32,6 +32,20 @@ before(() => {
     false,
   );
 });
+
+/**
+ * What our dynamic providers would answer, for the Workload tests: the placement (Machine) says
+ * where its cutover put each disk (a snapshot or blob named after the cutover), and each Disk
+ * records that. The official shells can only learn a disk's location through these outputs.
+ */
+function dynamicOutputs(name: string, inputs: Record<string, unknown>): Record<string, unknown> {
+  if (name.endsWith("-machine")) {
+    const plans = JSON.parse(inputs.disks as string) as Array<{ id: string; target: string }>;
+    return { placed: JSON.stringify(plans.map((p) => ({ id: p.id, target: p.target, location: p.target.startsWith("ebs://") ? `snap-${p.id}-after-cutover` : `${p.target.replace(/^azblob:\/\/[^/]+\//, "https://acct.blob.core.windows.net/")}` }))) };
+  }
+  if (typeof inputs.placed === "string") return { location: (JSON.parse(inputs.placed) as { location: string }).location };
+  return {};
+}
 
 function resolved<T>(output: pulumi.Output<T>): Promise<T> {
   return new Promise((resolve) => output.apply(resolve));
@@ -157,5 +171,43 @@ describe("Workload args (setMocks)", () => {
     }
     assert.deepEqual(await resolved(workload.disks), {});
     assert.deepEqual(created.map((c) => c.type), [], "no Disk, Machine or cloud resource was registered");
+  });
+});
+
+describe("Workload with a cloud placement (setMocks)", () => {
+  const spec = { ...workload, disks: workload.disks.map((d) => ({ ...d, sizeBytes: 20 * 1024 ** 3 })) };
+
+  it("GIVEN an aws placement WHEN composed THEN the Ami takes the snapshots the cutover (portable:Machine) placed, through the Disk records", async () => {
+    created.length = 0;
+    const web = new Workload("web", { spec, placement: { kind: "aws", region: "eu-west-1", subnetId: "subnet-1" }, migration: { mode: "cold", maxPasses: 4 }, stateDir: "/tmp/pw-mock-state" });
+    await resolved(web.machineId);
+    const machine = created.find((c) => c.name === "web-machine")!;
+    assert.ok(machine, "the placement and its cutover is a resource on aws too");
+    assert.equal(JSON.parse(machine.inputs.placement as string).kind, "aws");
+    assert.deepEqual(JSON.parse(machine.inputs.migration as string), { mode: "cold", cutover: true, maxPasses: 4 });
+    assert.deepEqual((JSON.parse(machine.inputs.disks as string) as Array<{ target: string }>).map((d) => d.target.split("?")[0]), ["ebs://", "ebs://"]);
+    const records = created.filter((c) => c.name === "web-os" || c.name === "web-data");
+    assert.equal(records.length, 2);
+    assert.ok(records.every((r) => typeof r.inputs.placed === "string" && r.inputs.source === undefined), "the Disks record the Machine's placement; they copy nothing");
+    const ami = created.find((c) => c.type === "aws:ec2/ami:Ami")!;
+    const devices = ami.inputs.ebsBlockDevices as Array<Record<string, unknown>>;
+    assert.deepEqual(devices.map((d) => d.snapshotId), ["snap-os-after-cutover", "snap-data-after-cutover"], "only the cutover's outputs name the snapshots: the Ami waits for it");
+    assert.equal(await resolved(web.disks).then((d) => d.os), "snap-os-after-cutover");
+  });
+
+  it("GIVEN an azure placement WHEN composed THEN the managed disks import the blobs the cutover placed", async () => {
+    created.length = 0;
+    const web = new Workload("app", {
+      spec: { ...spec, name: "app" },
+      placement: { kind: "azure", location: "westeurope", resourceGroupName: "rg", storageAccount: "acct", container: "disks", storageAccountId: "/sa", networkInterfaceId: "/nic/1" },
+      stateDir: "/tmp/pw-mock-state",
+    });
+    await resolved(web.machineId);
+    assert.ok(created.some((c) => c.name === "app-machine"));
+    const disks = created.filter((c) => c.type === "azure-native:compute:Disk");
+    assert.deepEqual(disks.map((d) => (d.inputs.creationData as Record<string, unknown>).sourceUri).sort(), [
+      "https://acct.blob.core.windows.net/disks/app-data.vhd",
+      "https://acct.blob.core.windows.net/disks/app-os.vhd",
+    ]);
   });
 });
