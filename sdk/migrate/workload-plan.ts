@@ -87,7 +87,7 @@ function kindOf(target: string): string {
 export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPlan> {
   const store = new FileReplicaStore(input.stateDir);
   const planned: PlannedDisk[] = [];
-  const sources: Array<{ key: string; source: DiskSource; committed?: CommittedReplica; conversion: string }> = [];
+  const sources: Array<{ key: string; source: DiskSource; committed?: CommittedReplica; conversion: string; fullCopy: boolean }> = [];
   const findings: Finding[] = [];
   let fromKind = "image";
   try {
@@ -100,7 +100,9 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       const source = await openPlanSource(current, disk, store, input);
       const key = replicaKey(input.workload.name, disk.id, disk.target);
       const committed = await store.loadCommitted(key);
-      sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}` });
+      // A datastore PUT replaces the whole file: vSphere gets no delta, and the plan says so.
+      const fullCopy = kindOf(disk.target) === "vsphere";
+      sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}`, fullCopy });
       // The guest is judged on the disk it boots from.
       if (disk.id === bootDiskOf(input.workload)?.id) findings.push(...(await readiness(source, input)));
     }
