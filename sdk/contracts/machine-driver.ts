@@ -60,4 +60,10 @@ export interface MachineDriver {
   destroy(request: MachineRequest, machineId: string, options: DestroyMachineOptions): Promise<void>;
   /** True when the placement asks for a running machine, so a health check expects one. */
   wantsRunning(placement: Placement): boolean;
+  /**
+   * The workload's machine on this placement by its name, when there is one: what an
+   * interrupted cutover may have left there. Only where a name identifies it without doubt
+   * (a local datastore folder); absent elsewhere.
+   */
+  find?(request: MachineRequest, name: string): Promise<string | undefined>;
 }

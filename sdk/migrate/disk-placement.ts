@@ -4,7 +4,7 @@
 // Pulumi state keeps the returned reference and digest, never the manifest.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, rm, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { openReplicaTarget, openSource } from "../clouds/registry.ts";
@@ -319,6 +319,38 @@ export async function removeDisk(args: { readonly workload: string; readonly dis
  */
 export async function forgetWorkload(stateDir: string, workload: string): Promise<void> {
   await rm(timingsPath(stateDir, workload), { force: true });
+  await rm(commitPath(stateDir, workload), { force: true });
+}
+
+/**
+ * The last committed move of a workload: its machine and the targets of its disks, written by
+ * the cutover's commit after every disk's record. A run interrupted after the commit (the
+ * caller never heard of it) is recognised by it, so the next run takes the move over instead
+ * of cutting over twice.
+ */
+export interface CommittedMove {
+  readonly machineId: string;
+  readonly targets: Readonly<Record<string, string>>;
+}
+
+function commitPath(stateDir: string, workload: string): string {
+  return join(stateDir, `${plainName(workload)}.commit.json`);
+}
+
+export async function commitMove(stateDir: string, workload: string, move: CommittedMove): Promise<void> {
+  await mkdir(stateDir, { recursive: true });
+  const temp = `${commitPath(stateDir, workload)}.${process.pid}.tmp`;
+  await writeFile(temp, JSON.stringify(move));
+  await rename(temp, commitPath(stateDir, workload));
+}
+
+export function readCommittedMove(stateDir: string, workload: string): CommittedMove | undefined {
+  try {
+    const value = JSON.parse(readFileSync(commitPath(stateDir, workload), "utf8")) as CommittedMove;
+    return typeof value.machineId === "string" && typeof value.targets === "object" ? value : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Where a disk is placed now: what a preview plans a move from. */

@@ -12,8 +12,9 @@ import { machineDriver } from "../clouds/registry.ts";
 import type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../contracts/machine-driver.ts";
 import type { VsphereConnection, VsphereSettings } from "../contracts/vsphere-connection.ts";
 import { vsphereConnectionFromEnv } from "../clouds/vsphere/disk-url.ts";
-import { commitPlacement, currentOf, placeDisk, recordTimings, refreshSourceRecord, removeDisk, type AppliedFixups, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
+import { commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, type AppliedFixups, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
 import { cutover, CutoverError, type CutoverOptions, type CutoverRecord } from "./migrate.ts";
+import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import type { VerifyPolicy } from "../transfer/verify.ts";
 import { plainName } from "./targets.ts";
 import type { DiskReplication, HealthResult, Machine } from "./types.ts";
@@ -225,6 +226,14 @@ export interface MoveResult {
  */
 export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
   const { from, to } = request;
+  const driver = await machineDriver(to.placement.kind);
+  // Never cut over twice: a run that committed and was then killed is taken over as it is.
+  const adopted = await adoptCommitted(request);
+  if (adopted !== undefined) return adopted;
+  // The source is the truth until a commit. A machine of this workload on the target is a kept
+  // one (a flip back) or one an interrupted cutover started: it goes before anything is written.
+  const there = request.keptMachineId ?? (await driver?.find?.(to, machineName(to.workload)));
+  if (there !== undefined) await destroyMachine(to, there, { keepLocalState: true });
   const latest = new Map<string, PlacedDiskRecord>();
   let state: MachineState | undefined;
   const verifiedBlocks = new Map<string, number>();
@@ -275,8 +284,6 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     name: `${to.placement.kind}:${to.workload.name}`,
     isRunning: async () => state !== undefined && state.running,
     async start() {
-      // A kept machine there is the workload's old one, by the same name: the new one takes its place.
-      if (request.keptMachineId !== undefined) await destroyMachine(to, request.keptMachineId, { keepLocalState: true });
       state = await createMachine({ ...to, disks: to.disks.map((d) => latest.get(d.id) ?? d) });
     },
     async stop() {
@@ -296,7 +303,6 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     if (request.fixups !== undefined && finalFixups !== undefined) record.fixups = { disk: request.fixups.disk, seconds: finalFixups.seconds, applied: finalFixups.outcomes.map((o) => ({ kind: o.kind, detail: o.detail, seconds: o.seconds })) };
     return record;
   };
-  const driver = await machineDriver(to.placement.kind);
   const warm = request.mode === "warm" || request.cutover === false;
   const record = withFixups(await cutover({
     source,
@@ -321,12 +327,14 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
       return { ok: state.running, detail: state.bootSeconds === undefined ? "running" : `up in ${state.bootSeconds.toFixed(1)} s` };
     },
     commit: async () => {
+      // Each disk's record, then the move's: only a complete commit is taken over by a later run.
       for (const disk of to.disks) {
         const placed = latest.get(disk.id)!;
         await commitPlacement(request.stateDir, to.workload.name, disk.id, currentOf(disk.target, placed.location, placed.virtualSizeBytes, to.vsphere));
         const fixed = request.fixups?.disk === disk.id && (finalFixups?.outcomes.length ?? 0) > 0;
         if (!fixed) await refreshSourceRecord({ stateDir: request.stateDir, workload: to.workload.name, disk: disk.id, source: from.disks.find((d) => d.id === disk.id)!.target, target: disk.target });
       }
+      await commitMove(request.stateDir, to.workload.name, { machineId: state?.machineId ?? "", targets: Object.fromEntries(to.disks.map((d) => [d.id, d.target])) });
     },
   }).catch((error: unknown) => {
     if (error instanceof CutoverError) withFixups(error.record);
@@ -336,6 +344,43 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
   if (record.state === "staged") return { record, state: { kind: from.placement.kind, machineId: from.machineId, running: await isRunning(from, from.machineId) }, disks: from.disks, staged: placed };
   if (request.deleteSource) await removeWorkload(from, from.machineId, request.stateDir);
   return { record, state: state!, disks: placed };
+}
+
+/**
+ * The move as an earlier run committed it, when one did and was interrupted before its caller
+ * recorded it: the target's machine runs (started again if it stopped), the source is stopped,
+ * and the disks are where the commit put them. Undefined when the last commit was elsewhere.
+ */
+async function adoptCommitted(request: MoveRequest): Promise<MoveResult | undefined> {
+  const { from, to } = request;
+  const committed = readCommittedMove(request.stateDir, to.workload.name);
+  if (committed === undefined) return undefined;
+  const at = (disks: readonly PlacedDiskRef[]) => disks.length === Object.keys(committed.targets).length && disks.every((d) => committed.targets[d.id] === d.target);
+  if (at(from.disks)) return undefined;
+  if (!at(to.disks)) {
+    throw new PortableError("MOVE_COMMITTED_ELSEWHERE", `move ${to.workload.name}: an interrupted run committed this workload to ${Object.values(committed.targets).join(", ")}, which is neither where the caller's record has it nor the new placement. Run up with that placement first (it takes the move over), then move on`);
+  }
+  const store = new FileReplicaStore(request.stateDir);
+  const disks: PlacedDiskRecord[] = [];
+  for (const disk of to.disks) {
+    const current = readCurrent(request.stateDir, to.workload.name, disk.id);
+    const key = replicaKey(to.workload.name, disk.id, disk.target);
+    const replica = await store.loadCommitted(key);
+    if (current?.target !== disk.target || replica === undefined) return undefined;
+    disks.push({ id: disk.id, target: disk.target, location: current.location, virtualSizeBytes: current.virtualSizeBytes, digest: replica.manifest.digest(), reference: store.reference(key), passes: replica.passes, bytesSent: 0, blocksSent: 0 });
+  }
+  const startedAt = new Date().toISOString();
+  if (await isRunning(from, from.machineId)) await stopMachine(from, from.machineId, request.gracefulTimeoutMs ?? 30_000);
+  const driver = await machineDriver(to.placement.kind);
+  let running = committed.machineId !== "" && (await isRunning(to, committed.machineId));
+  if (!running && committed.machineId !== "" && driver?.wantsRunning(to.placement) === true) {
+    await restartMachine(to, committed.machineId);
+    running = true;
+  }
+  const record: CutoverRecord = { state: "completed", mode: request.mode, startedAt, endedAt: new Date().toISOString(), steps: [], adopted: true };
+  request.onCutoverStep?.(`adopted: an earlier run committed this move to ${to.placement.kind}; nothing was copied again`);
+  if (request.deleteSource) await removeWorkload(from, from.machineId, request.stateDir);
+  return { record, state: { kind: to.placement.kind, machineId: committed.machineId, running }, disks };
 }
 
 /** Deletes a workload's machine on a placement and every disk it has there. */

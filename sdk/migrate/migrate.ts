@@ -140,6 +140,8 @@ export interface CutoverRecord {
   fixups?: { readonly disk: string; readonly seconds: number; readonly applied: ReadonlyArray<{ readonly kind: string; readonly detail: string; readonly seconds: number }> };
   verify?: VerifyResult[];
   error?: { readonly code: string; readonly message: string };
+  /** An earlier, interrupted run committed this move; this one only took it over (no step ran twice). */
+  adopted?: boolean;
 }
 
 export interface CutoverOptions extends ReplicationHooks {

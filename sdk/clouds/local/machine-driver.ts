@@ -1,11 +1,12 @@
 // The local platform's machines (machine-driver.ts): QEMU guests in a local datastore folder.
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { PortableError } from "../../errors.ts";
 import type { Placement } from "../../spec/placement.ts";
 import type { MachineDriver, MachineRequest } from "../../contracts/machine-driver.ts";
 import { defineMachine } from "./machine.ts";
 import { openDatastore } from "./datastore.ts";
-import { machineStatus, removeMachine, startMachine, stopMachine } from "./lifecycle.ts";
+import { machineFiles, machineStatus, removeMachine, startMachine, stopMachine } from "./lifecycle.ts";
 
 type LocalPlacement = Extract<Placement, { kind: "local" }>;
 
@@ -60,4 +61,9 @@ export const localMachineDriver: MachineDriver = {
     if (options.keepLocalState !== true) await removeMachine(store, machineId);
   },
   wantsRunning: (placement) => placement.kind === "local" && placement.start,
+  async find(request, name) {
+    const store = await openDatastore(localPlacement(request).dir);
+    const files = await machineFiles(store, name);
+    return existsSync(files.dir) ? name : undefined;
+  },
 };
