@@ -9,6 +9,7 @@
 // Prints one line per run, a table, and a final JSON line; exits 1 if any data was lost, any
 // failure was uncoded or any attempt hung.
 import { runChaos, type ChaosTarget } from "../tests/chaos/chaos-runner.ts";
+import { CUTOVER_KILL_POINTS, runCutoverChaos } from "../tests/chaos/cutover-chaos.ts";
 
 const MiB = 1024 * 1024;
 const env = process.env;
@@ -24,6 +25,10 @@ const summary = await runChaos({
   log: (line) => console.log(line),
 });
 
+// Kills inside a cutover: every run must end with exactly one machine up, holding the source's last state.
+const cutover = env.PW_CHAOS_CUTOVER === "0" ? [] : await runCutoverChaos({ points: CUTOVER_KILL_POINTS, log: (line) => console.log(line) });
+const cutoverBad = cutover.filter((r) => r.error !== undefined || !r.killed || r.running.length !== 1 || !r.diskEqual || r.adopted !== (r.point === "commit"));
+
 const { records: _records, ...figures } = summary;
 const rows: Array<[string, string]> = [
   ["seed", String(summary.seed)],
@@ -37,8 +42,9 @@ const rows: Array<[string, string]> = [
   ["uncoded failures", String(summary.uncleanFailures)],
   ["hangs", String(summary.hangs)],
   ["seconds", String(summary.seconds)],
+  ["cutover kills", `${cutover.length} (${cutover.length - cutoverBad.length} ended with one machine up and the source's last state)`],
 ];
 console.log("");
 for (const [name, value] of rows) console.log(`${name.padEnd(24)} ${value}`);
-console.log(JSON.stringify({ bench: "chaos", ...figures }));
-if (summary.dataLost > 0 || summary.uncleanFailures > 0 || summary.hangs > 0) process.exitCode = 1;
+console.log(JSON.stringify({ bench: "chaos", ...figures, cutoverKills: cutover.length, cutoverFailed: cutoverBad.map((r) => r.point) }));
+if (summary.dataLost > 0 || summary.uncleanFailures > 0 || summary.hangs > 0 || cutoverBad.length > 0) process.exitCode = 1;
