@@ -10,8 +10,7 @@
 // instance, by tag": the cutover's source machine id for AWS is "" (create could not know it).
 //
 // Each call makes its own clients from the placement (region, endpoint) and destroys them after.
-import type { EC2Client } from "@aws-sdk/client-ec2";
-import { StartInstancesCommand, StopInstancesCommand } from "@aws-sdk/client-ec2";
+import { StartInstancesCommand, StopInstancesCommand, type EC2Client } from "@aws-sdk/client-ec2";
 import { CloudError, PortableError } from "../../errors.ts";
 import type { Placement } from "../../spec/placement.ts";
 import type { MachineDriver, MachineRequest } from "../../contracts/machine-driver.ts";
