@@ -8,6 +8,7 @@ import type { Placement } from "../../sdk/spec/placement.ts";
 import { awsFirmwareFor } from "../../sdk/spec/mappings/firmware.ts";
 import { awsInstanceTypeFor } from "../../sdk/spec/mappings/aws-instance-types.ts";
 import { vcpuCount } from "../../sdk/spec/workload.ts";
+import { awsDeviceNameForDisk, ROOT_DEVICE } from "../../sdk/clouds/aws/devices.ts";
 
 export interface PlacedSnapshot {
   readonly id: string;
@@ -23,7 +24,6 @@ export interface AwsPlacementArgs {
 }
 
 const GiB = 1024 ** 3;
-const ROOT_DEVICE = "/dev/xvda";
 
 export class AwsPlacement extends pulumi.ComponentResource {
   readonly ami: aws.ec2.Ami;
@@ -52,7 +52,8 @@ export class AwsPlacement extends pulumi.ComponentResource {
       ...(firmware.tpmSupport === undefined ? {} : { tpmSupport: firmware.tpmSupport }),
       rootDeviceName: ROOT_DEVICE,
       ebsBlockDevices: args.disks.map((disk, index) => ({
-        deviceName: index === 0 ? ROOT_DEVICE : `/dev/sd${String.fromCharCode("f".charCodeAt(0) + index - 1)}`,
+        // The rule a move reads the instance's volumes back by (sdk/clouds/aws/live-volume.ts).
+        deviceName: awsDeviceNameForDisk(index),
         snapshotId: disk.snapshotId,
         volumeSize: Math.max(1, Math.ceil(disk.sizeBytes / GiB)),
         volumeType: "gp3",

@@ -12,7 +12,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type * as Placement from "../../sdk/migrate/disk-placement.ts";
 import type * as Machines from "../../sdk/migrate/machine-placement.ts";
-import type * as VsphereUrls from "../../sdk/clouds/vsphere/disk-url.ts";
+import type * as VsphereUrls from "../../sdk/clouds/vsphere/location.ts";
 import type { VsphereSettings } from "../../sdk/contracts/vsphere-connection.ts";
 import type * as EngineLog from "./engine-log.ts";
 import { providerModule, sdkModule, urnFor } from "../runtime.ts";
@@ -63,7 +63,7 @@ export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key
 }
 
 const PLACEMENT = sdkModule("migrate/disk-placement");
-const VSPHERE = sdkModule("clouds/vsphere/disk-url");
+const VSPHERE = sdkModule("clouds/vsphere/location");
 const ENGINE_LOG = providerModule("engine-log");
 
 /** Progress of a long copy, every few seconds, on the resource in `pulumi up` and engine events. */

@@ -1,17 +1,21 @@
-// The one registry of where disks live: what a user or a placement names (a file path,
-// `file.ova!entry`, `ebs://…`, `azblob://…` / a blob SAS URL / `azdisk://…`, `vsphere://…`) opened
-// as a source, or as a replica target. It sits with the drivers it chooses between, above the
-// transfer floor (sdk/transfer imports no driver; tests/unit/layering.test.ts). Cloud SDKs, the
-// vim25 client and the OVF reader load only when their form is used.
-import { isEbsUrl } from "./aws/url.ts";
-import { isAzureDiskUrl } from "./azure/url.ts";
+// The one registry of the platforms: where a workload's disk goes on a placement (each
+// platform's location module builds and parses its strings), what a user or a placement names
+// (a file path, `file.ova!entry`, `ebs://…`, `azblob://…` / a blob SAS URL / `azdisk://…`,
+// `vsphere://…`) opened as a source, each platform's disk driver and machine driver. The drivers
+// implement the contracts (sdk/contracts) and import nothing from sdk/transfer or sdk/migrate
+// (tests/unit/layering.test.ts). Cloud SDKs, the vim25 client and the OVF reader load only when
+// their form is used.
+import { ebsDiskTarget, isEbsUrl } from "./aws/url.ts";
+import { azblobDiskTarget, isAzureDiskUrl } from "./azure/url.ts";
+import { localDiskTarget } from "./local/location.ts";
+import { isVsphereDiskUrl, vsphereConnectionFromEnv, vsphereDiskTarget, vsphereSettingsOf } from "./vsphere/location.ts";
 import { InvalidArgsError } from "../errors.ts";
 import { formatByName } from "../disk/formats/index.ts";
 import { openDisk } from "../disk/open.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { isOvaFile, resolveOvaLocation } from "../ovf/ova-location.ts";
-import type { ReplicaTarget } from "../contracts/replica-target.ts";
-import type { PlacementKind } from "../spec/placement.ts";
+import type { DiskContext, DiskDriver, OpenedReplica } from "../contracts/disk-driver.ts";
+import type { Placement, PlacementKind } from "../spec/placement.ts";
 import type { MachineDriver } from "../contracts/machine-driver.ts";
 
 /**
@@ -21,8 +25,8 @@ import type { MachineDriver } from "../contracts/machine-driver.ts";
 export async function openSource(text: string, format?: string): Promise<DiskSource> {
   if (isEbsUrl(text)) return (await import("./aws/open-url.ts")).openEbsUrl(text);
   if (isAzureDiskUrl(text)) return (await import("./azure/open-url.ts")).openAzureDiskSource(text);
-  // The scheme alone: vsphere/disk-url.ts would load the vim25 client into every command.
-  if (text.startsWith("vsphere://")) return (await import("./vsphere/source-url.ts")).openVsphereSource(text);
+  // vsphere/source-url.ts loads the vim25 client, so only when used.
+  if (isVsphereDiskUrl(text)) return (await import("./vsphere/source-url.ts")).openVsphereSource(text);
   const named = format === undefined ? {} : { format: formatByName(format).name };
   const inOva = await resolveOvaLocation(text);
   if (inOva !== undefined) return (await import("../ovf/package.ts")).openOvaEntry(inOva.path, inOva.entry, named);
@@ -30,45 +34,66 @@ export async function openSource(text: string, format?: string): Promise<DiskSou
   return openDisk(text, named);
 }
 
-export interface OpenedReplica {
-  readonly target: ReplicaTarget;
-  /** Releases clients (sockets) the target holds. */
-  close(): void;
+/** The disk driver of the platform a target string names (its location module recognised it). */
+export async function diskDriverFor(target: string): Promise<DiskDriver> {
+  switch (placementKindOf(target)) {
+    case "aws":
+      return (await import("./aws/disk-driver.ts")).awsDiskDriver;
+    case "azure":
+      return (await import("./azure/disk-driver.ts")).azureDiskDriver;
+    case "vsphere":
+      return (await import("./vsphere/disk-driver.ts")).vsphereDiskDriver;
+    case "local":
+      return (await import("./local/disk-driver.ts")).localDiskDriver;
+  }
 }
 
-export async function openReplicaTarget(text: string, virtualSizeBytes: number): Promise<OpenedReplica> {
-  if (isEbsUrl(text)) {
-    const { parseEbsUrl } = await import("./aws/url.ts");
-    const { clientsFor } = await import("./aws/open-url.ts");
-    const { ebsReplica } = await import("./aws/replica-target.ts");
-    const url = parseEbsUrl(text);
-    if (url.snapshotId !== undefined) {
-      throw new InvalidArgsError("REPLICA_TARGET_URL", "a replica is a new snapshot chain: give ebs://?region=R, not a snapshot id");
-    }
-    const clients = clientsFor(url);
-    const snapshot = {
-      ...(url.description === undefined ? {} : { description: url.description }),
-      ...(Object.keys(url.tags).length === 0 ? {} : { tags: url.tags }),
-      ...(url.kmsKeyArn === undefined ? {} : { kmsKeyArn: url.kmsKeyArn }),
-      ...(url.timeoutMinutes === undefined ? {} : { timeoutMinutes: url.timeoutMinutes }),
-    };
-    return { target: ebsReplica({ ebs: clients.ebs, ec2: clients.ec2, virtualSizeBytes, snapshot }), close: () => clients.destroy() };
-  }
-  if (isAzureDiskUrl(text)) {
-    const { parseAzureDiskUrl } = await import("./azure/url.ts");
-    const { pageBlobClientFor } = await import("./azure/open-url.ts");
-    const { pageBlobReplica } = await import("./azure/replica-target.ts");
-    const location = parseAzureDiskUrl(text);
-    if (location.kind === "azdisk") throw new InvalidArgsError("REPLICA_TARGET_URL", "replicate into a page blob (azblob:// or a blob SAS URL); a managed disk is created from it afterwards");
-    return { target: pageBlobReplica({ client: await pageBlobClientFor(location), virtualSizeBytes }), close: () => {} };
-  }
-  const { rawFileReplica } = await import("./local/replica-target.ts");
-  return { target: rawFileReplica({ path: text, virtualSizeBytes }), close: () => {} };
+/** The platform a target string is on; any plain path is a local raw file. */
+export function placementKindOf(target: string): PlacementKind {
+  if (isEbsUrl(target)) return "aws";
+  if (isAzureDiskUrl(target)) return "azure";
+  if (isVsphereDiskUrl(target)) return "vsphere";
+  return "local";
 }
 
 /**
- * The machine driver of a platform (machine-driver.ts), loaded on first use; undefined for the
- * platforms whose machines are the official providers' resources (aws, azure).
+ * Where a workload's disk goes on a placement, as its platform's location module builds it:
+ * `file` is the disk's file-name-safe name, `folder` the workload's (a vSphere folder by default).
+ */
+export function diskTargetOn(placement: Placement, names: { readonly workload: string; readonly folder: string; readonly file: string }): string {
+  switch (placement.kind) {
+    case "local":
+      return localDiskTarget(placement, names.file);
+    case "aws":
+      return ebsDiskTarget(placement, names.workload, names.file);
+    case "azure":
+      return azblobDiskTarget(placement, names.file);
+    case "vsphere":
+      return vsphereDiskTarget(placement, names.folder, names.file);
+  }
+}
+
+/**
+ * What a placement's drivers need besides its strings: the vCenter connection of a vsphere
+ * placement, its password read from the environment now (absent when unset: the operation that
+ * needs it says VSPHERE_CONNECTION_MISSING).
+ */
+export function placementContext(placement: Placement, env: NodeJS.ProcessEnv = process.env): DiskContext {
+  if (placement.kind !== "vsphere") return {};
+  const vsphere = vsphereConnectionFromEnv(vsphereSettingsOf(placement), env);
+  return vsphere === undefined ? {} : { vsphere };
+}
+
+/** A block replica target: for the platforms that take block writes (not vSphere: whole disks). */
+export async function openReplicaTarget(text: string, virtualSizeBytes: number, context: DiskContext = {}): Promise<OpenedReplica> {
+  const driver = await diskDriverFor(text);
+  if (driver.openReplicaTarget === undefined) throw new InvalidArgsError("REPLICA_TARGET_URL", `${text}: ${driver.kind} takes whole disks, not block replicas`);
+  return driver.openReplicaTarget(text, virtualSizeBytes, context);
+}
+
+/**
+ * The machine driver of a platform (contracts/machine-driver.ts), loaded on first use; undefined
+ * where there is none yet (azure: its VM is the official provider's, and nothing stops it).
  */
 export async function machineDriver(kind: PlacementKind): Promise<MachineDriver | undefined> {
   switch (kind) {
@@ -77,6 +102,7 @@ export async function machineDriver(kind: PlacementKind): Promise<MachineDriver 
     case "vsphere":
       return (await import("./vsphere/machine-driver.ts")).vsphereMachineDriver;
     case "aws":
+      return (await import("./aws/machine-driver.ts")).awsMachineDriver;
     case "azure":
       return undefined;
   }

@@ -2,10 +2,10 @@
 // sdk/transfer and sdk/migrate use. It imports only sdk/disk, sdk/spec and sdk/errors.
 //
 // The machine half of a platform driver: what sdk/migrate's create, cutover and removal need of
-// a machine, for the platforms whose machines we run ourselves (local QEMU, vSphere). The warm
-// loop and the cutover are written once, over this contract; each platform's driver
-// (clouds/<kind>/machine-driver.ts) knows how its machines start, stop and go away. AWS and Azure
-// machines are the official providers' resources, so their platforms have no machine driver.
+// a machine. The warm loop and the cutover are written once, over this contract; each
+// platform's driver (clouds/<kind>/machine-driver.ts) knows how its machines start, stop and go
+// away: local QEMU and vSphere VMs that we create, an EC2 instance that the official provider
+// creates (we stop and start it when it is a move's source). Azure has no machine driver yet.
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import type { VsphereConnection } from "./vsphere-connection.ts";
@@ -60,6 +60,12 @@ export interface MachineDriver {
   destroy(request: MachineRequest, machineId: string, options: DestroyMachineOptions): Promise<void>;
   /** True when the placement asks for a running machine, so a health check expects one. */
   wantsRunning(placement: Placement): boolean;
+  /**
+   * The machine is the official provider's resource, created by Pulumi after the cutover from
+   * the disks it placed (an EC2 instance): a move's target has none yet, so this driver only
+   * stops, starts and reads the machine of a source.
+   */
+  readonly createdAfterCutover?: boolean;
   /**
    * The workload's machine on this placement by its name, when there is one: what an
    * interrupted cutover may have left there. Only where a name identifies it without doubt

@@ -5,20 +5,20 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
-import { openReplicaTarget, openSource } from "../clouds/registry.ts";
+import { diskDriverFor, openSource } from "../clouds/registry.ts";
+import type { DiskContext, DiskDriver } from "../contracts/disk-driver.ts";
 import { withJobSlot } from "../transfer/job-slots.ts";
 import { replicate, type ReplicateProgress } from "../transfer/replicate.ts";
 import { verifyReplica, type VerifyPolicy } from "../transfer/verify.ts";
 import { PortableError } from "../errors.ts";
 import { plainName } from "./targets.ts";
 import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
-import { connectVsphere, copyToVsphereDisk, deleteVsphereDisk, isVsphereDiskUrl, openVsphereDisk } from "../clouds/vsphere/disk-url.ts";
 import type { DiskSource } from "../disk/types.ts";
 import type { InspectTarget } from "../inspect/types.ts";
 import type { FixupsPolicy, TestBootPolicy } from "../spec/fixups.ts";
-import type { DiskBus, FirmwareType } from "../spec/workload.ts";
+import type { DiskBus, FirmwareType, Workload } from "../spec/workload.ts";
 import type { FixedSource, FixupOutcome } from "../fixups/index.ts";
 
 export interface PlaceDiskArgs {
@@ -42,6 +42,11 @@ export interface PlaceDiskArgs {
   readonly fixups?: DiskFixups;
   /** Steps worth a line in `pulumi up` (each fixup, the test boot). */
   readonly onStep?: (line: string) => void;
+  /**
+   * The workload whose machine may run on the source disk now, so its platform can find the
+   * live disk through the machine (an EC2 instance's volume) instead of the placed copy.
+   */
+  readonly live?: { readonly workload: Workload };
   /**
    * Make the target the disk's recorded placement (what the next plan moves from). A warm or
    * final pass of a cutover leaves it to the cutover's commit (commitPlacement), so that a
@@ -98,14 +103,15 @@ export function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
 async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
-  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere);
+  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere, args.live?.workload);
   let fixed: FixedSource | undefined;
   try {
     fixed = await fixSource(args, opened, key);
     const source = fixed?.source ?? opened;
     const applied = fixed === undefined ? {} : { fixups: appliedOf(fixed) };
-    if (isVsphereDiskUrl(args.target)) return { ...(await copyToVsphere(args, source, store, key)), ...applied };
-    const { target, close } = await openReplicaTarget(args.target, source.virtualSizeBytes);
+    const driver = await diskDriverFor(args.target);
+    if (driver.writes === "whole-disk") return { ...(await copyWhole(driver, args, source, store, key)), ...applied };
+    const { target, close } = await driver.openReplicaTarget!(args.target, source.virtualSizeBytes, contextOf(args.vsphere));
     try {
       const result = await replicate(source, target, { store, key, ...(args.onProgress ? { onProgress: args.onProgress } : {}) });
       const policy = args.verify ?? { mode: "sampled", blocks: 64 };
@@ -121,7 +127,7 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
           await back.close();
         }
       }
-      if (args.record !== false) await commitPlacement(args.stateDir, args.workload, args.disk, { target: args.target, location: result.location, virtualSizeBytes: source.virtualSizeBytes });
+      if (args.record !== false) await commitPlacement(args.stateDir, args.workload, args.disk, currentOf(driver, args.target, result.location, source.virtualSizeBytes, args.vsphere));
       return {
         key,
         location: result.location,
@@ -151,7 +157,7 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
  */
 async function fixSource(args: PlaceDiskArgs, source: DiskSource, key: string): Promise<FixedSource | undefined> {
   if (args.fixups === undefined || (args.fixups.policy === "none" && args.fixups.testBoot === undefined)) return undefined;
-  const image = typeof args.source === "string" ? localImagePath(args.source) : isLocalDatastoreDisk(args.source.replicaOf) ? args.source.replicaOf : undefined;
+  const image = typeof args.source === "string" ? localImagePath(args.source) : (await diskDriverFor(args.source.replicaOf)).localImage?.(args.source.replicaOf);
   const { fixedSource } = await import("../fixups/index.ts");
   const fixed = await fixedSource({
     ...(image === undefined ? {} : { image }),
@@ -184,65 +190,53 @@ function localImagePath(source: string): string | undefined {
 }
 
 /**
- * A datastore PUT replaces a whole file, so a vSphere placement is a full flat copy. Its
- * manifest is recorded like a replica's, so a later move away from vSphere can be planned and
+ * A platform that takes whole disks (a vSphere datastore PUT replaces the file) gets a full
+ * copy. Its manifest is recorded like a replica's, so a later move away can be planned and
  * verified, and a move back to the earlier target is incremental there.
  */
-async function copyToVsphere(args: PlaceDiskArgs, source: DiskSource, store: FileReplicaStore, key: string): Promise<PlacedDisk> {
+async function copyWhole(driver: DiskDriver, args: PlaceDiskArgs, source: DiskSource, store: FileReplicaStore, key: string): Promise<PlacedDisk> {
   const started = performance.now();
   const { buildManifest } = await import("../disk/manifest.ts");
-  const client = await connectVsphere(requireConnection(args.vsphere, args.target));
-  try {
-    const onProgress = args.onProgress;
-    const location = await copyToVsphereDisk(client, source, args.target, onProgress === undefined ? {} : {
-      progress: (p) => onProgress({ scannedBytes: p.doneBytes, virtualSizeBytes: p.totalBytes, blocksSent: 0, bytesSent: p.dataBytesWritten }),
-    });
-    const manifest = await buildManifest(source);
-    let verifiedBlocks = 0;
-    const policy = args.verify ?? { mode: "sampled", blocks: 64 };
-    if (policy.mode !== "none") {
-      const back = await openVsphereDisk(client, args.target);
-      try {
-        const verified = await verifyReplica(back, manifest, policy);
-        if (!verified.ok) throw new PortableError("VERIFY_MISMATCH", `disk ${args.disk} of ${args.workload}: ${verified.mismatches.length} block(s) on ${location} differ from the source`);
-        verifiedBlocks = verified.blocksChecked;
-      } finally {
-        await back.close();
-      }
+  const context = contextOf(args.vsphere);
+  const onProgress = args.onProgress;
+  const location = await driver.writeWhole!(source, args.target, context, onProgress === undefined ? undefined : (p) => onProgress({ scannedBytes: p.doneBytes, virtualSizeBytes: p.totalBytes, blocksSent: 0, bytesSent: p.dataBytesWritten }));
+  const manifest = await buildManifest(source);
+  let verifiedBlocks = 0;
+  const policy = args.verify ?? { mode: "sampled", blocks: 64 };
+  if (policy.mode !== "none") {
+    const back = (await driver.openLive!(args.target, context))!;
+    try {
+      const verified = await verifyReplica(back, manifest, policy);
+      if (!verified.ok) throw new PortableError("VERIFY_MISMATCH", `disk ${args.disk} of ${args.workload}: ${verified.mismatches.length} block(s) on ${location} differ from the source`);
+      verifiedBlocks = verified.blocksChecked;
+    } finally {
+      await back.close();
     }
-    const previous = await store.loadCommitted(key);
-    const seconds = (performance.now() - started) / 1000;
-    const bytesSent = manifest.dataBytes();
-    await store.commit(key, { manifest, location, targetState: { path: location }, passes: (previous?.passes ?? 0) + 1, lastPass: { bytesSent, scannedBytes: bytesSent, blocksSent: manifest.dataBlocks().length, seconds, finishedAt: new Date().toISOString() } });
-    if (args.record !== false) await commitPlacement(args.stateDir, args.workload, args.disk, currentOf(args.target, location, source.virtualSizeBytes, args.vsphere));
-    return { key, location, virtualSizeBytes: source.virtualSizeBytes, digest: manifest.digest(), reference: store.reference(key), passes: (previous?.passes ?? 0) + 1, bytesSent, blocksSent: manifest.dataBlocks().length, resumed: false, verifiedBlocks };
-  } finally {
-    await client.logout().catch(() => {});
   }
+  const previous = await store.loadCommitted(key);
+  const seconds = (performance.now() - started) / 1000;
+  const bytesSent = manifest.dataBytes();
+  await store.commit(key, { manifest, location, targetState: { path: location }, passes: (previous?.passes ?? 0) + 1, lastPass: { bytesSent, scannedBytes: bytesSent, blocksSent: manifest.dataBlocks().length, seconds, finishedAt: new Date().toISOString() } });
+  if (args.record !== false) await commitPlacement(args.stateDir, args.workload, args.disk, currentOf(driver, args.target, location, source.virtualSizeBytes, args.vsphere));
+  return { key, location, virtualSizeBytes: source.virtualSizeBytes, digest: manifest.digest(), reference: store.reference(key), passes: (previous?.passes ?? 0) + 1, bytesSent, blocksSent: manifest.dataBlocks().length, resumed: false, verifiedBlocks };
 }
 
-function requireConnection(connection: VsphereConnection | undefined, target: string): VsphereConnection {
-  if (connection === undefined) throw new PortableError("VSPHERE_CONNECTION_MISSING", `${target}: a vSphere disk needs the vCenter connection and its password: set VSPHERE_PASSWORD (or the variable the placement names in passwordEnv) for the program and the engine`);
-  return connection;
+function contextOf(vsphere: VsphereConnection | undefined): DiskContext {
+  return vsphere === undefined ? {} : { vsphere };
 }
 
-/** The committed replica of a disk on `target`, as a source (what a move copies from). */
-export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection): Promise<DiskSource> {
+/**
+ * A placed disk as a source (what a move copies from): the live disk where a machine may write
+ * to it (at a point in time), else its committed replica read back (an EBS chain, a blob).
+ */
+export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection, running?: Workload): Promise<DiskSource> {
   const key = replicaKey(workload, disk, target);
   const committed = await store.loadCommitted(key);
   if (committed === undefined) throw new PortableError("REPLICA_MISSING", `disk ${disk} of ${workload}: no committed replica on ${target} to move from (state ${store.reference(key)})`);
-  if (isVsphereDiskUrl(target)) {
-    const client = await connectVsphere(requireConnection(vsphere, target));
-    const source = await openVsphereDisk(client, target);
-    return { ...source, extents: () => source.extents(), read: (o, l, into) => source.read(o, l, into), close: async () => { await source.close(); await client.logout().catch(() => {}); } };
-  }
-  if (isLocalDatastoreDisk(target)) {
-    // A local machine may be running on this disk (a warm pass): read it under a frozen overlay.
-    const { openDatastore, freezeFile } = await import("../clouds/local/index.ts");
-    const frozen = await freezeFile(await openDatastore(dirname(dirname(target))), target);
-    return { ...frozen.source, extents: () => frozen.source.extents(), read: (o, l, into) => frozen.source.read(o, l, into), close: () => frozen.release() };
-  }
-  const { target: replica, close } = await openReplicaTarget(target, committed.manifest.virtualSizeBytes);
+  const driver = await diskDriverFor(target);
+  const live = await driver.openLive?.(target, { ...contextOf(vsphere), ...(running === undefined ? {} : { live: { workload: running, diskId: disk } }) });
+  if (live !== undefined) return live;
+  const { target: replica, close } = await driver.openReplicaTarget!(target, committed.manifest.virtualSizeBytes, contextOf(vsphere));
   try {
     const source = await replica.openReadBack(committed);
     return { ...source, extents: () => source.extents(), read: (o, l, into) => source.read(o, l, into), close: async () => { await source.close(); close(); } };
@@ -256,22 +250,19 @@ export async function openReplica(workload: string, disk: string, target: string
  * After a committed move away from `source`, records that its replica holds what the final pass
  * read from it (the manifest committed for `target`). A local machine wrote to that disk since it
  * was placed, so its own record is stale: a flip back must compare against the truth, or a block
- * the guest changed there and changed back elsewhere would be skipped. Only for local datastore
- * disks, the one kind whose replica is the running disk itself; a boot disk the final pass fixed
- * up differs from what the target got, so the caller leaves it.
+ * the guest changed there and changed back elsewhere would be skipped. Only where the replica is
+ * the running disk itself and takes block writes (local); a boot disk the final pass fixed up
+ * differs from what the target got, so the caller leaves it.
  */
 export async function refreshSourceRecord(args: { readonly stateDir: string; readonly workload: string; readonly disk: string; readonly source: string; readonly target: string }): Promise<void> {
-  if (!isLocalDatastoreDisk(args.source)) return;
+  const driver = await diskDriverFor(args.source);
+  // Only a disk its machine writes goes stale; a whole-disk platform gets a whole copy back anyway.
+  if (!driver.liveDisk || driver.writes !== "blocks") return;
   const store = new FileReplicaStore(args.stateDir);
   const sourceKey = replicaKey(args.workload, args.disk, args.source);
   const [was, now] = await Promise.all([store.loadCommitted(sourceKey), store.loadCommitted(replicaKey(args.workload, args.disk, args.target))]);
   if (was === undefined || now === undefined) return;
   await store.commit(sourceKey, { ...was, manifest: now.manifest });
-}
-
-/** A raw replica in a local datastore's disks/ folder (targets.ts names them so). */
-function isLocalDatastoreDisk(target: string): boolean {
-  return target.startsWith("/") && basename(dirname(target)) === "disks" && target.endsWith(".raw");
 }
 
 /**
@@ -283,25 +274,7 @@ function isLocalDatastoreDisk(target: string): boolean {
 export async function removeDisk(args: { readonly workload: string; readonly disk: string; readonly target: string; readonly stateDir: string; readonly virtualSizeBytes: number; readonly vsphere?: VsphereConnection }): Promise<void> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
-  if (isVsphereDiskUrl(args.target)) {
-    const client = await connectVsphere(requireConnection(args.vsphere, args.target));
-    try {
-      await deleteVsphereDisk(client, args.target, { removeEmptyFolder: true });
-    } finally {
-      await client.logout().catch(() => {});
-    }
-  } else {
-    const { target, close } = await openReplicaTarget(args.target, args.virtualSizeBytes);
-    try {
-      await target.destroy(await store.loadCommitted(key));
-    } finally {
-      close();
-    }
-    if (isLocalDatastoreDisk(args.target)) {
-      const { removeEmptyDatastoreFolders } = await import("../clouds/local/datastore.ts");
-      await removeEmptyDatastoreFolders(dirname(dirname(args.target)));
-    }
-  }
+  await (await diskDriverFor(args.target)).remove(args.target, await store.loadCommitted(key), args.virtualSizeBytes, contextOf(args.vsphere));
   await store.remove(key);
   // A fixups overlay a killed run left, and the fixups/ folder once no other disk's overlay is in it.
   await rm(fixupWorkDir(args.stateDir, key), { recursive: true, force: true });
@@ -366,9 +339,9 @@ function currentPath(stateDir: string, workload: string, disk: string): string {
   return join(stateDir, `${plainName(workload)}.${plainName(disk)}.current.json`);
 }
 
-/** The record of a placement: for a vsphere:// target with its connection, never its password. */
-export function currentOf(target: string, location: string, virtualSizeBytes: number, vsphere?: VsphereConnection): CurrentPlacement {
-  if (!isVsphereDiskUrl(target) || vsphere === undefined) return { target, location, virtualSizeBytes };
+/** The record of a placement: with the connection its platform needs, never its password. */
+export function currentOf(driver: DiskDriver, target: string, location: string, virtualSizeBytes: number, vsphere?: VsphereConnection): CurrentPlacement {
+  if (driver.connection !== "vsphere" || vsphere === undefined) return { target, location, virtualSizeBytes };
   const { password, ...connection } = vsphere;
   return { target, location, virtualSizeBytes, vsphere: connection };
 }

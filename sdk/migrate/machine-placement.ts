@@ -8,10 +8,9 @@
 import { PortableError } from "../errors.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
-import { machineDriver } from "../clouds/registry.ts";
+import { diskDriverFor, machineDriver, placementContext } from "../clouds/registry.ts";
 import type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../contracts/machine-driver.ts";
-import type { VsphereConnection, VsphereSettings } from "../contracts/vsphere-connection.ts";
-import { vsphereConnectionFromEnv } from "../clouds/vsphere/disk-url.ts";
+import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
 import { commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, type AppliedFixups, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
 import { cutover, CutoverError, type CutoverOptions, type CutoverRecord } from "./migrate.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
@@ -30,7 +29,8 @@ function machineName(workload: Workload): string {
 /** Creates the machine on its placed disks and starts it (health-checked) when the placement says so. */
 export async function createMachine(request: MachineRequest): Promise<MachineState> {
   const driver = await machineDriver(request.placement.kind);
-  if (driver === undefined) return { kind: request.placement.kind, machineId: "", running: false };
+  // An official provider's machine is created after us, from the disks we placed.
+  if (driver === undefined || driver.createdAfterCutover === true) return { kind: request.placement.kind, machineId: "", running: false };
   const state = await driver.create(request, machineName(request.workload));
   if (request.stateDir !== undefined && state.bootSeconds !== undefined) await recordTimings(request.stateDir, request.workload.name, state.kind, { bootSeconds: state.bootSeconds });
   return state;
@@ -252,8 +252,10 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
           workload: to.workload.name,
           disk: disk.id,
           ...(onProgress === undefined ? {} : { onProgress }),
-          // The live disk, read at a point in time while its machine runs (a frozen overlay locally).
+          // The live disk, read at a point in time while its machine runs (a frozen overlay
+          // locally, a snapshot of an EC2 instance's volume), else the placed copy.
           source: { replicaOf: old.target },
+          live: { workload: from.workload },
           target: disk.target,
           stateDir: request.stateDir,
           verify: verifyPolicy(request.verify),
@@ -321,7 +323,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     },
     healthCheck: async (): Promise<HealthResult> => {
       if (state === undefined) return { ok: false, detail: "the target machine was not created" };
-      if (driver === undefined) return { ok: true, detail: `the ${to.placement.kind} machine is the official provider's resources, created after this cutover` };
+      if (driver === undefined || driver.createdAfterCutover === true) return { ok: true, detail: `the ${to.placement.kind} machine is the official provider's resources, created after this cutover` };
       if (!driver.wantsRunning(to.placement)) return { ok: true, detail: "created (not started, as the placement asks)" };
       // A local guest that printed its marker may have powered off by itself: the marker is the proof.
       return { ok: state.running, detail: state.bootSeconds === undefined ? "running" : `up in ${state.bootSeconds.toFixed(1)} s` };
@@ -330,7 +332,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
       // Each disk's record, then the move's: only a complete commit is taken over by a later run.
       for (const disk of to.disks) {
         const placed = latest.get(disk.id)!;
-        await commitPlacement(request.stateDir, to.workload.name, disk.id, currentOf(disk.target, placed.location, placed.virtualSizeBytes, to.vsphere));
+        await commitPlacement(request.stateDir, to.workload.name, disk.id, currentOf(await diskDriverFor(disk.target), disk.target, placed.location, placed.virtualSizeBytes, to.vsphere));
         const fixed = request.fixups?.disk === disk.id && (finalFixups?.outcomes.length ?? 0) > 0;
         if (!fixed) await refreshSourceRecord({ stateDir: request.stateDir, workload: to.workload.name, disk: disk.id, source: from.disks.find((d) => d.id === disk.id)!.target, target: disk.target });
       }
@@ -391,21 +393,7 @@ export async function removeWorkload(request: MachineRequest, machineId: string,
   }
 }
 
-/** The vCenter connection of a vsphere placement, without its password. */
-export function vsphereSettingsFor(placement: Placement): VsphereSettings | undefined {
-  if (placement.kind !== "vsphere") return undefined;
-  return {
-    url: placement.url,
-    username: placement.username,
-    insecure: placement.insecure,
-    passwordEnv: placement.passwordEnv,
-    ...(placement.caPem === undefined ? {} : { caPem: placement.caPem }),
-    ...(placement.thumbprint === undefined ? {} : { thumbprint: placement.thumbprint }),
-  };
-}
-
 /** The vCenter connection of a vsphere placement, its password read from the environment now. */
 export function vsphereConnectionFor(placement: Placement, env: NodeJS.ProcessEnv = process.env): VsphereConnection | undefined {
-  const settings = vsphereSettingsFor(placement);
-  return settings === undefined ? undefined : vsphereConnectionFromEnv(settings, env);
+  return placementContext(placement, env).vsphere;
 }

@@ -1,6 +1,7 @@
-// Where each disk of a workload lives on a placement, as a target string the replica openers
-// understand (clouds/registry.ts), and how a spec's disk source becomes a source string.
+// Where each disk of a workload lives on a placement, as a target string its platform's driver
+// understands (clouds/registry.ts), and how a spec's disk source becomes a source string.
 import { resolve } from "node:path";
+import { diskTargetOn } from "../clouds/registry.ts";
 import { formatOvaLocation } from "../ovf/ova-location.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { DiskSourceRef, Workload } from "../spec/workload.ts";
@@ -10,26 +11,9 @@ export function plainName(text: string): string {
   return text.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[-.]+/, "") || "x";
 }
 
+/** Where disk `diskId` of `workload` goes on `placement` (the platform's location module builds it). */
 export function diskTargetFor(placement: Placement, workload: string, diskId: string): string {
-  const name = `${plainName(workload)}-${plainName(diskId)}`;
-  switch (placement.kind) {
-    case "local":
-      return resolve(placement.dir, "disks", `${name}.raw`);
-    case "aws": {
-      const params = new URLSearchParams({ region: placement.region });
-      if (placement.endpoint !== undefined) params.set("endpoint", placement.endpoint);
-      if (placement.kmsKeyArn !== undefined) params.set("kms", placement.kmsKeyArn);
-      params.set("description", `portable-workload ${workload} ${diskId}`);
-      return `ebs://?${params.toString()}`;
-    }
-    case "azure":
-      return `azblob://${placement.storageAccount}/${placement.container}/${name}.vhd`;
-    case "vsphere": {
-      const folder = placement.folder ?? plainName(workload);
-      const params = new URLSearchParams({ dc: placement.datacenter, ds: placement.datastore });
-      return `vsphere://${new URL(placement.url).host}/${folder}/${name}.vmdk?${params.toString()}`;
-    }
-  }
+  return diskTargetOn(placement, { workload, folder: plainName(workload), file: `${plainName(workload)}-${plainName(diskId)}` });
 }
 
 /** The source string for a spec disk (a path, a URL the openers know). */

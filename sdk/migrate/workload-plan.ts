@@ -5,7 +5,7 @@
 // the guest on the disk.
 import type { CommittedReplica } from "../contracts/replica-target.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
-import { openSource } from "../clouds/registry.ts";
+import { diskDriverFor, openSource, placementKindOf } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { inspectGuest } from "../inspect/inspect.ts";
 import type { Finding, InspectTarget } from "../inspect/types.ts";
@@ -15,7 +15,7 @@ import { openReplica, readCurrent, readTimings, replicaKey, type CurrentPlacemen
 import { describePlan, planMigration, type MigrationPlan } from "./plan.ts";
 import { bootDiskOf } from "./targets.ts";
 import { formatBytes } from "../units.ts";
-import { vsphereConnectionFromEnv } from "../clouds/vsphere/disk-url.ts";
+import { vsphereConnectionFromEnv } from "../clouds/vsphere/location.ts";
 import { findGuestfish, GUESTFS_MISSING } from "../fixups/guestfs.ts";
 import { answeredFindings, describeFixup, estimateFixupSeconds, resolveFixups } from "../fixups/derive.ts";
 import type { Fixup, FixupsPolicy, TestBootPolicy } from "../spec/fixups.ts";
@@ -77,13 +77,6 @@ export interface WorkloadPlanInput {
   readonly testBoot?: TestBootPolicy;
 }
 
-function kindOf(target: string): string {
-  if (target.startsWith("ebs://")) return "aws";
-  if (target.startsWith("azblob://") || target.startsWith("https://")) return "azure";
-  if (target.startsWith("vsphere://")) return "vsphere";
-  return "local";
-}
-
 export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPlan> {
   const store = new FileReplicaStore(input.stateDir);
   const planned: PlannedDisk[] = [];
@@ -94,14 +87,14 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     for (const disk of input.disks) {
       const current = readCurrent(input.stateDir, input.workload.name, disk.id);
       const action = current === undefined ? "create" : current.target === disk.target ? "in-place" : "move";
-      if (current !== undefined) fromKind = kindOf(current.target);
+      if (current !== undefined) fromKind = placementKindOf(current.target);
       planned.push({ disk: disk.id, action, from: current?.target ?? disk.source, to: disk.target });
       if (action === "in-place") continue;
       const source = await openPlanSource(current, disk, store, input);
       const key = replicaKey(input.workload.name, disk.id, disk.target);
       const committed = await store.loadCommitted(key);
       // A datastore PUT replaces the whole file: vSphere gets no delta, and the plan says so.
-      const fullCopy = kindOf(disk.target) === "vsphere";
+      const fullCopy = (await diskDriverFor(disk.target)).writes === "whole-disk";
       sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}`, fullCopy });
       // The guest is judged on the disk it boots from.
       if (disk.id === bootDiskOf(input.workload)?.id) findings.push(...(await readiness(source, input)));
@@ -144,7 +137,7 @@ async function openPlanSource(current: CurrentPlacement | undefined, disk: Workl
 
 /** The guest's readiness for the target: findings, never an exception (a plan must print). */
 async function readiness(source: DiskSource, input: WorkloadPlanInput): Promise<Finding[]> {
-  const target: InspectTarget = input.placement.kind === "local" ? "local" : input.placement.kind;
+  const target: InspectTarget = input.placement.kind;
   try {
     const bus = bootDiskOf(input.workload)?.bus;
     const report = await inspectGuest(source, { targets: [target], firmware: input.workload.firmware.type, architecture: input.workload.guestOs.architecture, ...(bus === undefined ? {} : { diskBus: bus }) });

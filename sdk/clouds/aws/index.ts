@@ -8,6 +8,7 @@ export * from "./ebs-block.ts";
 export * from "./get-snapshot-block.ts";
 export * from "./instances.ts";
 export * from "./list-blocks.ts";
+export * from "./devices.ts";
 export * from "./live-volume.ts";
 export * from "./machine-driver.ts";
 export * from "./open-url.ts";

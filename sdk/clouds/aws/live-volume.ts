@@ -28,13 +28,14 @@
 // incremental, odd-size), which is the same EbsSnapshotSource this module returns.
 import { CreateSnapshotCommand, DeleteSnapshotCommand, type EC2Client } from "@aws-sdk/client-ec2";
 import type { EBSClient } from "@aws-sdk/client-ebs";
-import { CloudError, InvalidArgsError } from "../../errors.ts";
+import { CloudError } from "../../errors.ts";
 import type { PointInTime } from "../../contracts/point-in-time.ts";
 import type { Workload } from "../../spec/workload.ts";
 import { callAws } from "./call.ts";
 import { waitForSnapshotCompleted } from "./complete-snapshot.ts";
 import { describeInstance, findWorkloadInstance, WORKLOAD_TAG, type AwsInstance } from "./instances.ts";
 import { openEbsSnapshot, type EbsSnapshotSource } from "./snapshot-source.ts";
+import { awsDeviceNameFor } from "./devices.ts";
 
 /** The tag (and value) on every snapshot made for a point-in-time read. */
 export const POINT_IN_TIME_TAG = "portable:purpose";
@@ -49,33 +50,6 @@ export const INSTANCE_SNAPSHOT_TIMEOUT_MS = 2 * 60 * 60_000;
 /** Wait after SnapshotCreationPerVolumeRateExceeded; AWS asks for some seconds between snapshots of a volume. */
 export const SNAPSHOT_RATE_WAIT_MS = 15_000;
 export const SNAPSHOT_RATE_ATTEMPTS = 8;
-
-const ROOT_DEVICE = "/dev/xvda";
-/** Data disks take /dev/sdf … /dev/sdz (EC2's recommended range for EBS starts at f). */
-const FIRST_DATA_LETTER = "f".charCodeAt(0);
-const LAST_DATA_LETTER = "z".charCodeAt(0);
-export const MAX_AWS_DISKS = 1 + LAST_DATA_LETTER - FIRST_DATA_LETTER + 1;
-
-/**
- * The device name the aws placement gives a workload's disk `index` (its position in
- * workload.disks): 0 → /dev/xvda (the AMI's root), 1 → /dev/sdf, 2 → /dev/sdg, … 21 → /dev/sdz.
- * components/placements/aws.ts builds its AMI's block devices by this same rule and should call
- * this function instead of repeating it (beyond /dev/sdz its copy yields no valid name; here
- * that is AWS_TOO_MANY_DISKS).
- */
-export function awsDeviceNameForDisk(index: number): string {
-  if (!Number.isSafeInteger(index) || index < 0 || index >= MAX_AWS_DISKS) {
-    throw new InvalidArgsError("AWS_TOO_MANY_DISKS", `disk index ${index}: an aws placement names ${MAX_AWS_DISKS} disks at most (/dev/xvda, then /dev/sdf … /dev/sdz)`, { context: { index } });
-  }
-  return index === 0 ? ROOT_DEVICE : `/dev/sd${String.fromCharCode(FIRST_DATA_LETTER + index - 1)}`;
-}
-
-/** The device name of the workload's disk `diskId` (its position in workload.disks). */
-export function awsDeviceNameFor(workload: Workload, diskId: string): string {
-  const index = workload.disks.findIndex((d) => d.id === diskId);
-  if (index < 0) throw new InvalidArgsError("AWS_DISK_UNKNOWN", `workload ${workload.name} has no disk ${diskId}`, { context: { workload: workload.name, disk: diskId } });
-  return awsDeviceNameForDisk(index);
-}
 
 /** "/dev/sdf" and "sdf" name the same mapping. */
 const sameDevice = (a: string, b: string) => a.replace(/^\/dev\//, "") === b.replace(/^\/dev\//, "");

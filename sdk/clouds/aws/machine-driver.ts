@@ -142,6 +142,7 @@ export function createAwsMachineDriver(options: AwsMachineDriverOptions = {}): M
     },
 
     wantsRunning: (placement) => placement.kind === "aws" && placement.launch,
+    createdAfterCutover: true,
   };
 }
 

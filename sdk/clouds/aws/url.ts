@@ -17,9 +17,19 @@
 // This module loads no AWS SDK code, so a CLI can recognise and check a URL cheaply; the calls
 // that use one live in open-url.ts.
 import { InvalidArgsError } from "../../errors.ts";
+import type { Placement } from "../../spec/placement.ts";
 import type { RegisterImageOptions } from "./register-image.ts";
 
 export const EBS_URL_SCHEME = "ebs:";
+
+/** A new snapshot chain for disk `diskId` of `workload` on an aws placement: a target. */
+export function ebsDiskTarget(placement: Extract<Placement, { kind: "aws" }>, workload: string, diskId: string): string {
+  const params = new URLSearchParams({ region: placement.region });
+  if (placement.endpoint !== undefined) params.set("endpoint", placement.endpoint);
+  if (placement.kmsKeyArn !== undefined) params.set("kms", placement.kmsKeyArn);
+  params.set("description", `portable-workload ${workload} ${diskId}`);
+  return `ebs://?${params.toString()}`;
+}
 
 export function isEbsUrl(text: string): boolean {
   return text.toLowerCase().startsWith("ebs://");

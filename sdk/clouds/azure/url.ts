@@ -14,6 +14,7 @@
 // This module has no Azure SDK import, so the CLI can route arguments without loading the SDK;
 // open-url.ts makes the clients.
 import { InvalidArgsError } from "../../errors.ts";
+import type { Placement } from "../../spec/placement.ts";
 import { redactUrl } from "./call.ts";
 
 export const AZBLOB_SCHEME = "azblob:";
@@ -30,6 +31,11 @@ export type AzureDiskLocation =
     /** Query settings for a new disk (location, sku, osType, hyperVGeneration), checked by managed-disk.ts. */
     readonly settings: Readonly<Record<string, string>>;
   };
+
+/** The page blob of disk `name` (file-name safe) on an azure placement: a target. */
+export function azblobDiskTarget(placement: Extract<Placement, { kind: "azure" }>, name: string): string {
+  return `${AZBLOB_SCHEME}//${placement.storageAccount}/${placement.container}/${name}.vhd`;
+}
 
 /** True for `azblob://…` and for http(s) URLs that carry a SAS signature. */
 export function isAzureDiskUrl(text: string): boolean {

@@ -22,4 +22,5 @@ export {
 export { startUpload, type UploadOptions, type UploadTarget } from "./upload.ts";
 export { isMoRef, moRef, type MoRef, type SoapInput } from "./xml.ts";
 export * from "./disk-url.ts";
+export * from "./location.ts";
 export * from "./point-in-time.ts";

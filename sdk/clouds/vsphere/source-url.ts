@@ -11,7 +11,8 @@ import { InvalidArgsError } from "../../errors.ts";
 import type { DiskSource } from "../../disk/types.ts";
 import type { VsphereClient } from "./client.ts";
 import type { VsphereConnection } from "../../contracts/vsphere-connection.ts";
-import { connectVsphere, DEFAULT_VSPHERE_PASSWORD_ENV, isVsphereDiskUrl, openVsphereDisk } from "./disk-url.ts";
+import { connectVsphere, openVsphereDisk } from "./disk-url.ts";
+import { DEFAULT_VSPHERE_PASSWORD_ENV, isVsphereDiskUrl } from "./location.ts";
 
 export interface VsphereVmDiskUrl {
   readonly host: string;

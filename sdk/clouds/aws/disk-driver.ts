@@ -1,0 +1,66 @@
+// The AWS platform's disks (contracts/disk-driver.ts): EBS snapshot chains written through the
+// EBS direct APIs (replica-target.ts), named by url.ts. An instance starts from them and never
+// writes them: its live disk is its own volume (live-volume.ts).
+import { InvalidArgsError } from "../../errors.ts";
+import type { DiskDriver, OpenedReplica } from "../../contracts/disk-driver.ts";
+import { parseEbsUrl } from "./url.ts";
+import { clientsFor } from "./open-url.ts";
+import { ebsReplica } from "./replica-target.ts";
+
+async function openEbsReplica(target: string, virtualSizeBytes: number): Promise<OpenedReplica> {
+  const url = parseEbsUrl(target);
+  if (url.snapshotId !== undefined) {
+    throw new InvalidArgsError("REPLICA_TARGET_URL", "a replica is a new snapshot chain: give ebs://?region=R, not a snapshot id");
+  }
+  const clients = clientsFor(url);
+  const snapshot = {
+    ...(url.description === undefined ? {} : { description: url.description }),
+    ...(Object.keys(url.tags).length === 0 ? {} : { tags: url.tags }),
+    ...(url.kmsKeyArn === undefined ? {} : { kmsKeyArn: url.kmsKeyArn }),
+    ...(url.timeoutMinutes === undefined ? {} : { timeoutMinutes: url.timeoutMinutes }),
+  };
+  return { target: ebsReplica({ ebs: clients.ebs, ec2: clients.ec2, virtualSizeBytes, snapshot }), close: () => clients.destroy() };
+}
+
+export const awsDiskDriver: DiskDriver = {
+  kind: "aws",
+  writes: "blocks",
+  liveDisk: false,
+  openReplicaTarget: openEbsReplica,
+  // The workload's instance writes to its own volumes, not to our snapshots: while it exists, a
+  // move reads a snapshot of the volume at the disk's device (the running instance for a warm
+  // pass, the stopped one for the final pass). With no instance, the placed chain is the disk.
+  async openLive(target, context) {
+    if (context.live === undefined) return undefined;
+    const { openWorkloadVolume } = await import("./live-volume.ts");
+    const clients = clientsFor(parseEbsUrl(target));
+    const view = await openWorkloadVolume({ clients, workload: context.live.workload, diskId: context.live.diskId }).catch((error: unknown) => {
+      clients.destroy();
+      throw error;
+    });
+    if (view === undefined) {
+      clients.destroy();
+      return undefined;
+    }
+    return {
+      ...view.source,
+      extents: () => view.source.extents(),
+      read: (o, l) => view.source.read(o, l),
+      close: async () => {
+        try {
+          await view.release();
+        } finally {
+          clients.destroy();
+        }
+      },
+    };
+  },
+  async remove(target, committed, virtualSizeBytes) {
+    const { target: replica, close } = await openEbsReplica(target, virtualSizeBytes);
+    try {
+      await replica.destroy(committed);
+    } finally {
+      close();
+    }
+  },
+};
