@@ -142,6 +142,7 @@ export class Workload extends pulumi.ComponentResource {
         workload: spec,
         placement,
         disks: disks.map((d, i) => ({ id: diskInputs[i]!.id, sizeBytes: diskInputs[i]!.sizeBytes, snapshotId: d.location })),
+        keep: migration.source === "keep",
       }, { parent: this });
       this.machineId = aws.instance?.id ?? aws.ami.id;
       this.addresses = aws.instance ? pulumi.all([aws.instance.privateIp]).apply((ips) => ips.filter((ip) => ip !== undefined && ip !== "")) : pulumi.output([]);
@@ -154,6 +155,7 @@ export class Workload extends pulumi.ComponentResource {
           sizeBytes: diskInputs[i]!.sizeBytes,
           blobUrl: d.location.apply((l) => (l.startsWith("http") ? l : `https://${placement.storageAccount}.blob.core.windows.net/${placement.container}/${l.split("/").pop()}`)),
         })),
+        keep: migration.source === "keep",
       }, { parent: this });
       this.machineId = azure.vm?.id ?? pulumi.output("");
       this.addresses = pulumi.output([]);

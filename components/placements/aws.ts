@@ -21,6 +21,11 @@ export interface AwsPlacementArgs {
   readonly placement: Extract<Placement, { kind: "aws" }>;
   /** Boot disk first. */
   readonly disks: readonly PlacedSnapshot[];
+  /**
+   * The policy's `source: keep`: when the workload moves away, the AMI and the instance (stopped
+   * by the cutover) stay in AWS instead of being deleted with the placement. @default false
+   */
+  readonly keep?: boolean;
 }
 
 const GiB = 1024 ** 3;
@@ -42,7 +47,7 @@ export class AwsPlacement extends pulumi.ComponentResource {
         ? {}
         : { endpoints: [{ ec2: placement.endpoint }], skipCredentialsValidation: true, skipRequestingAccountId: true, skipMetadataApiCheck: true }),
     }, { parent: this });
-    const children = { parent: this, provider };
+    const children = { parent: this, provider, ...(args.keep === true ? { retainOnDelete: true } : {}) };
     this.ami = new aws.ec2.Ami(`${name}-ami`, {
       name: `${workload.name}-${name}`,
       virtualizationType: "hvm",

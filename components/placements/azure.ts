@@ -25,6 +25,12 @@ export interface AzurePlacementArgs {
   readonly disks: readonly PlacedBlob[];
   /** @default "Import" */
   readonly createOption?: "Import" | "Upload";
+  /**
+   * The policy's `source: keep`: when the workload moves away, the managed disks and the VM stay
+   * in Azure instead of being deleted with the placement. Nothing stops the VM yet (no Azure
+   * machine driver), so a kept VM keeps running. @default false
+   */
+  readonly keep?: boolean;
 }
 
 export class AzurePlacement extends pulumi.ComponentResource {
@@ -53,7 +59,7 @@ export class AzurePlacement extends pulumi.ComponentResource {
           ? { createOption: "Import", sourceUri: disk.blobUrl, storageAccountId: placement.storageAccountId }
           : { createOption: "Upload", uploadSizeBytes: vhdBlobSizeFor(disk.sizeBytes) },
         tags,
-      }, { parent: this }),
+      }, { parent: this, ...(args.keep === true ? { retainOnDelete: true } : {}) }),
     );
     if (placement.launch && this.disks.length > 0) {
       const [osDisk, ...dataDisks] = this.disks;
@@ -71,7 +77,7 @@ export class AzurePlacement extends pulumi.ComponentResource {
           ? {}
           : { securityProfile: { securityType: firmware.securityType, uefiSettings: { secureBootEnabled: workload.firmware.secureBoot, vTpmEnabled: workload.firmware.vtpm } } }),
         tags,
-      }, { parent: this });
+      }, { parent: this, ...(args.keep === true ? { retainOnDelete: true } : {}) });
     }
     this.registerOutputs({ vmId: this.vm?.id, vmSize: this.vmSize, diskIds: this.disks.map((d) => d.id) });
   }

@@ -177,9 +177,17 @@ describe("Workload args (setMocks)", () => {
 describe("Workload with a cloud placement (setMocks)", () => {
   const spec = { ...workload, disks: workload.disks.map((d) => ({ ...d, sizeBytes: 20 * 1024 ** 3 })) };
 
+  /** Each resource's retainOnDelete, as a transformation sees its options. */
+  const retained = new Map<string, boolean | undefined>();
+  const watch: pulumi.ResourceTransformation = (args) => {
+    retained.set(args.name, args.opts.retainOnDelete);
+    return undefined;
+  };
+
   it("GIVEN an aws placement WHEN composed THEN the Ami takes the snapshots the cutover (portable:Machine) placed, through the Disk records", async () => {
     created.length = 0;
-    const web = new Workload("web", { spec, placement: { kind: "aws", region: "eu-west-1", subnetId: "subnet-1" }, migration: { mode: "cold", maxPasses: 4 }, stateDir: "/tmp/pw-mock-state" });
+    retained.clear();
+    const web = new Workload("web", { spec, placement: { kind: "aws", region: "eu-west-1", subnetId: "subnet-1" }, migration: { mode: "cold", maxPasses: 4 }, stateDir: "/tmp/pw-mock-state" }, { transformations: [watch] });
     await resolved(web.machineId);
     const machine = created.find((c) => c.name === "web-machine")!;
     assert.ok(machine, "the placement and its cutover is a resource on aws too");
@@ -193,6 +201,17 @@ describe("Workload with a cloud placement (setMocks)", () => {
     const devices = ami.inputs.ebsBlockDevices as Array<Record<string, unknown>>;
     assert.deepEqual(devices.map((d) => d.snapshotId), ["snap-os-after-cutover", "snap-data-after-cutover"], "only the cutover's outputs name the snapshots: the Ami waits for it");
     assert.equal(await resolved(web.disks).then((d) => d.os), "snap-os-after-cutover");
+    // source: keep (the default): the stopped instance and its AMI outlive a move away from AWS.
+    assert.equal(retained.get("web-aws-ami"), true);
+    assert.equal(retained.get("web-aws-instance"), true);
+  });
+
+  it("GIVEN source: delete WHEN composed THEN the AMI and the instance go when the workload leaves AWS", async () => {
+    retained.clear();
+    const web = new Workload("gone", { spec: { ...spec, name: "gone" }, placement: { kind: "aws", region: "eu-west-1" }, migration: { source: "delete" }, stateDir: "/tmp/pw-mock-state" }, { transformations: [watch] });
+    await resolved(web.machineId);
+    assert.equal(retained.get("gone-aws-ami"), undefined);
+    assert.equal(retained.get("gone-aws-instance"), undefined);
   });
 
   it("GIVEN an azure placement WHEN composed THEN the managed disks import the blobs the cutover placed", async () => {
