@@ -2,16 +2,17 @@
 // (contracts/machine-driver.ts, chosen in clouds/registry.ts): place its disks and create its
 // machine, check it came up, stop, destroy, and move it: warm passes, then the cutover from the
 // machine on the old placement to a new one (migrate.ts: stop the source, final delta of every
-// disk, verify, start the target, health check, commit; rollback on failure). Platforms without
-// a machine driver (AWS, Azure: the official providers' resources, created after the cutover)
-// have no machine here; their disks move through the same sequence.
+// disk, verify, start the target, health check, commit; rollback on failure). On AWS the machine
+// is the official provider's instance, created after the cutover: its driver only stops, starts
+// and reads it as a move's source. Azure has no machine driver yet. Every platform's disks move
+// through the same sequence.
 import { PortableError } from "../errors.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import { diskDriverFor, machineDriver, placementContext } from "../clouds/registry.ts";
 import type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../contracts/machine-driver.ts";
 import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
-import { commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, type AppliedFixups, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
+import { commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, type AppliedFixups, type CommittedMove, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
 import { cutover, CutoverError, type CutoverOptions, type CutoverRecord } from "./migrate.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import type { VerifyPolicy } from "../transfer/verify.ts";
@@ -78,21 +79,13 @@ export interface DiskPlan {
   readonly target: string;
 }
 
-/** A disk as placed: where it is, and what its last copy did (what a portable:Disk records). */
-export interface PlacedDiskRecord extends PlacedDiskRef {
-  readonly virtualSizeBytes: number;
-  readonly digest: string;
-  readonly reference: string;
-  readonly passes: number;
-  /** Bytes and blocks the copy or move sent (every pass of a move, warm and final). */
-  readonly bytesSent: number;
-  readonly blocksSent: number;
-  /**
-   * What the guest fixups did on the first copy of the boot disk (a move's first pass, the one
-   * with the test boot); the cutover record has the final pass's.
-   */
-  readonly fixups?: AppliedFixups;
-}
+/**
+ * A disk as placed: where it is, and what its last copy did (what a portable:Disk records).
+ * `bytesSent` and `blocksSent` count every pass of a move, warm and final; `fixups` is what the
+ * guest fixups did on the move's first copy of the boot disk (the one with the test boot), the
+ * cutover record has the final pass's.
+ */
+export type PlacedDiskRecord = PlacedDiskRef & Pick<PlacedDisk, "virtualSizeBytes" | "digest" | "reference" | "passes" | "bytesSent" | "blocksSent" | "fixups">;
 
 /** How a placement's copies are made, whatever the operation. */
 export interface CopyPolicy {
@@ -128,9 +121,9 @@ function recordOf(id: string, target: string, placed: PlacedDisk, earlier?: Plac
 }
 
 /** Copies one disk from its source onto its target, as the placement's record (a create, a new source). */
-async function copyDisk(request: MachineRequest, policy: CopyPolicy, disk: DiskPlan, testBoot: boolean): Promise<PlacedDiskRecord> {
+async function copyDisk(request: MachineRequest, policy: CopyPolicy, disk: DiskPlan): Promise<PlacedDiskRecord> {
   const onProgress = policy.onDiskProgress?.(disk.id, "copy");
-  const fixups = policy.fixups?.disk === disk.id ? { fixups: testBoot ? policy.fixups : { ...policy.fixups, testBoot: undefined } } : {};
+  const fixups = policy.fixups?.disk === disk.id ? { fixups: policy.fixups } : {};
   const placed = await placeDisk({
     workload: request.workload.name,
     disk: disk.id,
@@ -153,9 +146,15 @@ async function copyDisk(request: MachineRequest, policy: CopyPolicy, disk: DiskP
  */
 export async function placeWorkload(request: MachineRequest, policy: CopyPolicy, plans: readonly DiskPlan[]): Promise<{ state: MachineState; disks: PlacedDiskRecord[] }> {
   const disks: PlacedDiskRecord[] = [];
-  for (const plan of plans) disks.push(await copyDisk(request, policy, plan, true));
+  for (const plan of plans) disks.push(await copyDisk(request, policy, plan));
   const state = await createMachine({ ...request, disks });
+  // The first placement is the committed one (a record left by an earlier stack is not).
+  await commitMove(policy.stateDir, request.workload.name, committedOf(state, disks));
   return { state, disks };
+}
+
+function committedOf(state: MachineState | undefined, disks: readonly PlacedDiskRef[]): CommittedMove {
+  return { machineId: state?.machineId ?? "", targets: Object.fromEntries(disks.map((d) => [d.id, d.target])) };
 }
 
 /**
@@ -170,13 +169,22 @@ export async function reshapeWorkload(from: MachineRequest & { readonly machineI
     // Only a source that is known to have changed is copied again: the disk holds the guest's writes.
     const sourceChanged = before?.source !== undefined && (before.source !== plan.source || before.sourceFormat !== plan.sourceFormat);
     const same = before?.location !== undefined && before.target === plan.target && !sourceChanged;
-    disks.push(same ? (before as PlacedDiskRecord) : await copyDisk(to, policy, plan, true));
+    disks.push(same ? recordOnly(before) : await copyDisk(to, policy, plan));
   }
   for (const gone of previous.filter((d) => !plans.some((p) => p.id === d.id))) {
     await removeDisk({ workload: from.workload.name, disk: gone.id, target: gone.target, stateDir: policy.stateDir, virtualSizeBytes: 0, ...(from.vsphere ? { vsphere: from.vsphere } : {}) });
   }
   const state = await createMachine({ ...to, disks });
+  await commitMove(policy.stateDir, to.workload.name, committedOf(state, disks));
   return { state, disks };
+}
+
+/** A record without the plan fields a caller merged into it. */
+function recordOnly(merged: Partial<DiskPlan> & Partial<PlacedDiskRecord>): PlacedDiskRecord {
+  const record = { ...merged };
+  delete record.source;
+  delete record.sourceFormat;
+  return record as PlacedDiskRecord;
 }
 
 export interface MoveRequest extends CopyPolicy {
@@ -290,7 +298,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     },
     async stop() {
       // A machine whose health check failed inside create has no state yet, but has its name.
-      await destroyMachine(to, state?.machineId ?? (await machineDriver(to.placement.kind) ? machineName(to.workload) : ""));
+      await destroyMachine(to, state?.machineId ?? (driver === undefined ? "" : machineName(to.workload)));
       return { graceful: true };
     },
     ...(request.targetWasKept === true ? {} : {
@@ -336,7 +344,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
         const fixed = request.fixups?.disk === disk.id && (finalFixups?.outcomes.length ?? 0) > 0;
         if (!fixed) await refreshSourceRecord({ stateDir: request.stateDir, workload: to.workload.name, disk: disk.id, source: from.disks.find((d) => d.id === disk.id)!.target, target: disk.target });
       }
-      await commitMove(request.stateDir, to.workload.name, { machineId: state?.machineId ?? "", targets: Object.fromEntries(to.disks.map((d) => [d.id, d.target])) });
+      await commitMove(request.stateDir, to.workload.name, committedOf(state, to.disks));
     },
   }).catch((error: unknown) => {
     if (error instanceof CutoverError) withFixups(error.record);
