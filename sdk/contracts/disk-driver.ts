@@ -7,6 +7,7 @@
 // platforms; clouds/registry.ts picks the driver for a target.
 import type { ConvertProgress } from "../disk/convert.ts";
 import type { DiskSource } from "../disk/types.ts";
+import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import type { CommittedReplica, ReplicaTarget } from "./replica-target.ts";
 import type { VsphereConnection } from "./vsphere-connection.ts";
@@ -18,7 +19,7 @@ export interface DiskContext {
    * The workload whose machine may be running on this disk now, for the platforms that find the
    * live disk through its machine (an EC2 instance's volume at the disk's device).
    */
-  readonly live?: { readonly workload: Workload; readonly diskId: string };
+  readonly live?: { readonly workload: Workload; readonly diskId: string; readonly placement: Placement };
 }
 
 export interface OpenedReplica {

@@ -18,6 +18,7 @@ import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
 import type { DiskSource } from "../disk/types.ts";
 import type { InspectTarget } from "../inspect/types.ts";
 import type { FixupsPolicy, TestBootPolicy } from "../spec/fixups.ts";
+import type { Placement } from "../spec/placement.ts";
 import type { DiskBus, FirmwareType, Workload } from "../spec/workload.ts";
 import type { FixedSource, FixupOutcome } from "../fixups/index.ts";
 
@@ -46,7 +47,7 @@ export interface PlaceDiskArgs {
    * The workload whose machine may run on the source disk now, so its platform can find the
    * live disk through the machine (an EC2 instance's volume) instead of the placed copy.
    */
-  readonly live?: { readonly workload: Workload };
+  readonly live?: { readonly workload: Workload; readonly placement: Placement };
   /**
    * Make the target the disk's recorded placement (what the next plan moves from). A warm or
    * final pass of a cutover leaves it to the cutover's commit (commitPlacement), so that a
@@ -103,7 +104,7 @@ export function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
 async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
-  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere, args.live?.workload);
+  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere, args.live);
   let fixed: FixedSource | undefined;
   try {
     fixed = await fixSource(args, opened, key);
@@ -229,12 +230,12 @@ function contextOf(vsphere: VsphereConnection | undefined): DiskContext {
  * A placed disk as a source (what a move copies from): the live disk where a machine may write
  * to it (at a point in time), else its committed replica read back (an EBS chain, a blob).
  */
-export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection, running?: Workload): Promise<DiskSource> {
+export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection, running?: { readonly workload: Workload; readonly placement: Placement }): Promise<DiskSource> {
   const key = replicaKey(workload, disk, target);
   const committed = await store.loadCommitted(key);
   if (committed === undefined) throw new PortableError("REPLICA_MISSING", `disk ${disk} of ${workload}: no committed replica on ${target} to move from (state ${store.reference(key)})`);
   const driver = await diskDriverFor(target);
-  const live = await driver.openLive?.(target, { ...contextOf(vsphere), ...(running === undefined ? {} : { live: { workload: running, diskId: disk } }) });
+  const live = await driver.openLive?.(target, { ...contextOf(vsphere), ...(running === undefined ? {} : { live: { ...running, diskId: disk } }) });
   if (live !== undefined) return live;
   const { target: replica, close } = await driver.openReplicaTarget!(target, committed.manifest.virtualSizeBytes, contextOf(vsphere));
   try {

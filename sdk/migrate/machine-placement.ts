@@ -263,7 +263,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
           // The live disk, read at a point in time while its machine runs (a frozen overlay
           // locally, a snapshot of an EC2 instance's volume), else the placed copy.
           source: { replicaOf: old.target },
-          live: { workload: from.workload },
+          live: { workload: from.workload, placement: from.placement },
           target: disk.target,
           stateDir: request.stateDir,
           verify: verifyPolicy(request.verify),
