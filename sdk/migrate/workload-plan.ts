@@ -116,7 +116,11 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     const lines = [
       `${input.workload.name}: ${fromKind} → ${toKind} (${input.mode}), ${planned.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move`,
       ...planned.filter((d) => d.action === "in-place").map((d) => `  ${d.disk}: already on ${toKind}`),
-      ...(input.mode === "warm" && input.cutover !== false ? [`  warm passes while the source runs: up to ${input.maxPasses ?? 3}, until one sends little`] : []),
+      ...(input.mode === "warm" && input.cutover !== false
+        ? [sources.length > 0 && sources.every((s) => s.fullCopy)
+          ? `  one warm pass while the source runs (${toKind} takes whole disks: another would copy them all again)`
+          : `  warm passes while the source runs: up to ${input.maxPasses ?? 3}, until one sends little`]
+        : []),
       ...(input.mode === "cold" && input.cutover !== false ? ["  cold: the source stops first, then every disk is copied once"] : []),
       ...(input.cutover === false ? [`  no cutover (migration.cutover: false): replicas are staged on ${toKind} and the source keeps running; the downtime below is for the cutover that follows`] : []),
       ...describePlan(plan).split("\n").slice(1),
