@@ -27,8 +27,8 @@ export interface AzurePlacementArgs {
   readonly createOption?: "Import" | "Upload";
   /**
    * The policy's `source: keep`: when the workload moves away, the managed disks and the VM stay
-   * in Azure instead of being deleted with the placement. Nothing stops the VM yet (no Azure
-   * machine driver), so a kept VM keeps running. @default false
+   * in Azure (the VM powered off by the cutover) instead of being deleted with the placement.
+   * @default false
    */
   readonly keep?: boolean;
 }

@@ -92,8 +92,9 @@ export async function openReplicaTarget(text: string, virtualSizeBytes: number, 
 }
 
 /**
- * The machine driver of a platform (contracts/machine-driver.ts), loaded on first use; undefined
- * where there is none yet (azure: its VM is the official provider's, and nothing stops it).
+ * The machine driver of a platform (contracts/machine-driver.ts), loaded on first use. On AWS and
+ * Azure the machine is the official provider's, created after the cutover: their drivers stop,
+ * start and find a source's machine.
  */
 export async function machineDriver(kind: PlacementKind): Promise<MachineDriver | undefined> {
   switch (kind) {
@@ -104,6 +105,6 @@ export async function machineDriver(kind: PlacementKind): Promise<MachineDriver 
     case "aws":
       return (await import("./aws/machine-driver.ts")).awsMachineDriver;
     case "azure":
-      return undefined;
+      return (await import("./azure/machine-driver.ts")).azureMachineDriver;
   }
 }

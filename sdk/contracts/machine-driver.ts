@@ -4,8 +4,8 @@
 // The machine half of a platform driver: what sdk/migrate's create, cutover and removal need of
 // a machine. The warm loop and the cutover are written once, over this contract; each
 // platform's driver (clouds/<kind>/machine-driver.ts) knows how its machines start, stop and go
-// away: local QEMU and vSphere VMs that we create, an EC2 instance that the official provider
-// creates (we stop and start it when it is a move's source). Azure has no machine driver yet.
+// away: local QEMU and vSphere VMs that we create, an EC2 instance or an Azure VM that the
+// official provider creates (we stop and start it when it is a move's source).
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import type { VsphereConnection } from "./vsphere-connection.ts";

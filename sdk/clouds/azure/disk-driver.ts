@@ -1,6 +1,6 @@
 // The Azure platform's disks (contracts/disk-driver.ts): fixed-VHD page blobs written page by
-// page (replica-target.ts), named by url.ts; a managed disk is created from one afterwards. A
-// machine starts from a managed disk and never writes the blob, so it is read back as it is.
+// page (replica-target.ts), named by url.ts; a managed disk is created from one afterwards. The
+// VM writes its managed disk, never the blob: that is the live disk (live-disk.ts).
 import { InvalidArgsError } from "../../errors.ts";
 import type { DiskDriver, OpenedReplica } from "../../contracts/disk-driver.ts";
 import { parseAzureDiskUrl } from "./url.ts";
@@ -18,6 +18,16 @@ export const azureDiskDriver: DiskDriver = {
   writes: "blocks",
   liveDisk: false,
   openReplicaTarget: openPageBlobReplica,
+  // The VM writes to its managed disk, not to our blob: while the disk exists, a move reads a
+  // snapshot of it through a read SAS (live-disk.ts). `launch: false` made no managed disk.
+  async openLive(_target, context) {
+    const live = context.live;
+    if (live === undefined || live.placement.kind !== "azure" || !live.placement.launch) return undefined;
+    const [{ openWorkloadManagedDisk }, { computeClientFor }] = await Promise.all([import("./live-disk.ts"), import("./compute.ts")]);
+    const view = await openWorkloadManagedDisk({ compute: await computeClientFor(live.placement), placement: live.placement, workload: live.workload, diskId: live.diskId });
+    if (view === undefined) return undefined;
+    return { ...view.source, extents: () => view.source.extents(), read: (o, l) => view.source.read(o, l), close: () => view.release() };
+  },
   async remove(target, committed, virtualSizeBytes) {
     const { target: replica, close } = await openPageBlobReplica(target, virtualSizeBytes);
     try {

@@ -157,6 +157,8 @@ export function createAzureMachineDriver(options: AzureMachineDriverOptions = {}
 
   /** The workload's VM, or undefined when there is none; one that is not tagged for it is an error. */
   async function findVm(compute: AzureComputeApi, request: MachineRequest, ref: VmRef): Promise<AzureVm | undefined> {
+    // `launch: false` places the disks only: no VM of the workload's can exist, and no ARM call is made.
+    if (!azurePlacement(request).launch) return undefined;
     const vm = await armFind("AZURE_VM_CALL_FAILED", "Get", where(ref), () => compute.virtualMachines.get(ref.resourceGroupName, ref.vmName));
     if (vm === undefined) return undefined;
     const tagged = workloadTagOf(vm.tags);
