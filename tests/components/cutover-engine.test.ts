@@ -8,7 +8,9 @@
 //    record stays on A, and the next preview and up with A change nothing;
 // 5. cutover false → C: replicas staged on C, the source runs on, nothing is committed;
 // 6. cutover true → C: the staged replica is current, the first warm pass sends nothing;
-// 7. destroy leaves no file in any datastore or in the state folder.
+// 7. C → B while the guest writes to its disk all along: each warm pass sends the new writes, and
+//    B holds C's disk as it was at the stop;
+// 8. destroy leaves no file in any datastore or in the state folder.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
@@ -16,7 +18,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Workload, type WorkloadArgs } from "../../components/workload.ts";
 import { openDatastore } from "../../sdk/clouds/local/datastore.ts";
-import { machineStatus } from "../../sdk/clouds/local/lifecycle.ts";
+import { machineFiles, machineStatus } from "../../sdk/clouds/local/lifecycle.ts";
+import { connectQmp } from "../../sdk/clouds/local/qmp.ts";
 import type { CutoverRecord } from "../../sdk/migrate/migrate.ts";
 import type { PlacementInput, MigrationPolicyInput } from "../../sdk/spec/placement.ts";
 import { buildBootImage, type BootImage } from "../harness/boot-image.ts";
@@ -195,6 +198,48 @@ describe("Workload moves through the Pulumi engine: options, rollback, deltas", 
     assert.equal(await running(dirs.c, "mv"), true);
     assert.equal(await running(dirs.a, "mv"), false);
     assert.equal((await resource(DISK)).outputs.location, diskOn(dirs.c, "data"));
+  });
+
+  it("GIVEN a guest writing to its disk all along WHEN it moves warm THEN every pass catches up on it, and the target holds the source's state at the stop", async () => {
+    // The guest's writes, issued through its own QEMU (the HMP qemu-io command writes through the
+    // same block layer as the guest's disk controller), keep coming until the machine is stopped.
+    // QMP takes one client at a time and the warm passes need it too, so each write has its own
+    // short connection (it waits its turn while a pass freezes the disk).
+    const socket = (await machineFiles(await openDatastore(dirs.c), "mv")).qmpSocket;
+    let written = 0;
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        try {
+          const qmp = await connectQmp(socket, 60_000);
+          try {
+            const out = await qmp.execute("human-monitor-command", { "command-line": `qemu-io drive1 "write -P ${(i % 250) + 1} ${(i * 64 * 1024) % DATA_BYTES} 64k"` });
+            if (typeof out === "string" && /error|failed/i.test(out)) throw new Error(out);
+            written++;
+          } finally {
+            qmp.close();
+          }
+        } catch {
+          if (!(await running(dirs.c, "mv"))) return; // the source stopped
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
+    withArgs(local(dirs.b), { maxPasses: 3 });
+    const result = await env.stack.up();
+    writing = false;
+    await writer;
+    assert.equal(result.summary.result, "succeeded");
+    const move = await lastMove();
+    assert.equal(move.state, "completed");
+    assert.ok(written > 0, "the guest wrote while the move ran");
+    const dataOf = (pass: { disks: ReadonlyArray<{ key: string; bytesSent: number }> }) => pass.disks.find((d) => d.key === "data")!.bytesSent;
+    assert.ok(move.warmPasses!.length >= 2, `the writes kept the warm loop going: ${move.warmPasses!.length} pass(es)`);
+    assert.ok(move.warmPasses!.slice(1).every((p) => dataOf(p) > 0), `each warm pass after the first sent the guest's new writes: ${move.warmPasses!.map(dataOf).join(", ")}`);
+    assert.ok(dataOf(move.finalPass!) < DATA_BYTES, "the final pass sent a delta, not the disk");
+    assert.equal(await fileSha256(diskOn(dirs.b, "data")), await fileSha256(diskOn(dirs.c, "data")), "the target holds every write the source made before it stopped");
+    assert.equal(await running(dirs.b, "mv"), true);
+    assert.equal(await running(dirs.c, "mv"), false);
   });
 
   it("WHEN destroyed THEN no file is left in any datastore or in the state folder", async () => {
