@@ -107,11 +107,14 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     const from = { ...requestOf(olds, live, placed, machines), machineId: olds.machineId };
     const liveDisks = JSON.parse(placed) as Machines.PlacedDiskRecord[];
     const kept = JSON.parse(olds.retained || "[]") as Retained[];
-    const retained = kept.filter((r) => r.placement !== news.placement);
+    // A kept placement is the new one when its disks are where the new one puts them (its JSON
+    // may lack a setting added since).
+    const isNew = (r: Retained) => sameTargets(JSON.parse(r.disks) as Machines.PlacedDiskRecord[], plansOf(news));
+    const retained = kept.filter((r) => !isNew(r));
     // A move is a disk going somewhere else; another setting of the same placement is a reshape.
     if (movePending(olds, news)) {
       const settings = settingsOf(news);
-      const keptThere = kept.find((r) => r.placement === news.placement);
+      const keptThere = kept.find(isNew);
       const moved = await machines.moveMachine({
         ...policyOf(news),
         from: { ...from, disks: liveDisks },
@@ -120,7 +123,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
         cutover: settings.cutover,
         maxPasses: settings.maxPasses,
         deleteSource: !news.keepPrevious,
-        targetWasKept: kept.some((r) => r.placement === news.placement),
+        targetWasKept: keptThere !== undefined,
         ...(keptThere?.machineId ? { keptMachineId: keptThere.machineId } : {}),
         gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000,
       });
@@ -163,11 +166,15 @@ function liveOf(olds: MachineOutputs): { live: string; placed: string } {
   return { live: olds.live ?? olds.placement, placed: olds.placed ?? olds.disks };
 }
 
+/** Whether every planned disk is at its target among `disks`. */
+function sameTargets(disks: readonly Machines.PlacedDiskRef[], plans: readonly Machines.DiskPlan[]): boolean {
+  return plans.every((plan) => disks.find((d) => d.id === plan.id)?.target === plan.target);
+}
+
 /** Whether some disk is to go elsewhere than where it is (unknown inputs in a preview count as yes). */
 function movePending(olds: MachineOutputs, news: MachineInputs): boolean {
   try {
-    const live = JSON.parse(liveOf(olds).placed) as Machines.PlacedDiskRecord[];
-    return plansOf(news).some((plan) => live.find((d) => d.id === plan.id)?.target !== plan.target);
+    return !sameTargets(JSON.parse(liveOf(olds).placed) as Machines.PlacedDiskRecord[], plansOf(news));
   } catch {
     return true;
   }
