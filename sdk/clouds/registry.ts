@@ -96,7 +96,7 @@ export async function openReplicaTarget(text: string, virtualSizeBytes: number, 
  * Azure the machine is the official provider's, created after the cutover: their drivers stop,
  * start and find a source's machine.
  */
-export async function machineDriver(kind: PlacementKind): Promise<MachineDriver | undefined> {
+export async function machineDriver(kind: PlacementKind): Promise<MachineDriver> {
   switch (kind) {
     case "local":
       return (await import("./local/machine-driver.ts")).localMachineDriver;

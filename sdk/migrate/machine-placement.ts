@@ -2,10 +2,10 @@
 // (contracts/machine-driver.ts, chosen in clouds/registry.ts): place its disks and create its
 // machine, check it came up, stop, destroy, and move it: warm passes, then the cutover from the
 // machine on the old placement to a new one (migrate.ts: stop the source, final delta of every
-// disk, verify, start the target, health check, commit; rollback on failure). On AWS the machine
-// is the official provider's instance, created after the cutover: its driver only stops, starts
-// and reads it as a move's source. Azure has no machine driver yet. Every platform's disks move
-// through the same sequence.
+// disk, verify, start the target, health check, commit; rollback on failure). On AWS and Azure
+// the machine is the official provider's instance or VM, created after the cutover: their
+// drivers only stop, start and read it as a move's source. Every platform's disks move through
+// the same sequence.
 import { PortableError } from "../errors.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
@@ -31,7 +31,7 @@ function machineName(workload: Workload): string {
 export async function createMachine(request: MachineRequest): Promise<MachineState> {
   const driver = await machineDriver(request.placement.kind);
   // An official provider's machine is created after us, from the disks we placed.
-  if (driver === undefined || driver.createdAfterCutover === true) return { kind: request.placement.kind, machineId: "", running: false };
+  if (driver.createdAfterCutover === true) return { kind: request.placement.kind, machineId: "", running: false };
   const state = await driver.create(request, machineName(request.workload));
   if (request.stateDir !== undefined && state.bootSeconds !== undefined) await recordTimings(request.stateDir, request.workload.name, state.kind, { bootSeconds: state.bootSeconds });
   return state;
@@ -40,24 +40,18 @@ export async function createMachine(request: MachineRequest): Promise<MachineSta
 /** Stops the machine: graceful first (ACPI / guest shutdown), then hard. */
 export async function stopMachine(request: MachineRequest, machineId: string, gracefulTimeoutMs = 30_000): Promise<{ graceful: boolean }> {
   const started = performance.now();
-  const result = await stopMachineOnly(request, machineId, gracefulTimeoutMs);
+  const result = await (await machineDriver(request.placement.kind)).stop(request, machineId, gracefulTimeoutMs);
   if (request.stateDir !== undefined) await recordTimings(request.stateDir, request.workload.name, request.placement.kind, { stopSeconds: (performance.now() - started) / 1000 });
   return result;
 }
 
-async function stopMachineOnly(request: MachineRequest, machineId: string, gracefulTimeoutMs: number): Promise<{ graceful: boolean }> {
-  const driver = await machineDriver(request.placement.kind);
-  return driver === undefined ? { graceful: true } : driver.stop(request, machineId, gracefulTimeoutMs);
-}
-
 export async function isRunning(request: MachineRequest, machineId: string): Promise<boolean> {
-  const driver = await machineDriver(request.placement.kind);
-  return driver !== undefined && (await driver.isRunning(request, machineId));
+  return (await machineDriver(request.placement.kind)).isRunning(request, machineId);
 }
 
 /** Starts a stopped machine again (a rollback). */
 export async function restartMachine(request: MachineRequest, machineId: string): Promise<void> {
-  await (await machineDriver(request.placement.kind))?.start(request, machineId);
+  await (await machineDriver(request.placement.kind)).start(request, machineId);
 }
 
 /**
@@ -66,7 +60,7 @@ export async function restartMachine(request: MachineRequest, machineId: string)
  */
 export async function destroyMachine(request: MachineRequest, machineId: string, options: DestroyMachineOptions = {}): Promise<void> {
   if (machineId === "") return;
-  await (await machineDriver(request.placement.kind))?.destroy(request, machineId, options);
+  await (await machineDriver(request.placement.kind)).destroy(request, machineId, options);
 }
 
 /** One disk of a workload as its placement resource is given it: where from, where to. */
@@ -240,7 +234,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
   if (adopted !== undefined) return adopted;
   // The source is the truth until a commit. A machine of this workload on the target is a kept
   // one (a flip back) or one an interrupted cutover started: it goes before anything is written.
-  const there = request.keptMachineId ?? (await driver?.find?.(to, machineName(to.workload)));
+  const there = request.keptMachineId ?? (await driver.find?.(to, machineName(to.workload)));
   if (there !== undefined) await destroyMachine(to, there, { keepLocalState: true });
   const latest = new Map<string, PlacedDiskRecord>();
   let state: MachineState | undefined;
@@ -298,7 +292,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     },
     async stop() {
       // A machine whose health check failed inside create has no state yet, but has its name.
-      await destroyMachine(to, state?.machineId ?? (driver === undefined ? "" : machineName(to.workload)));
+      await destroyMachine(to, state?.machineId ?? machineName(to.workload));
       return { graceful: true };
     },
     ...(request.targetWasKept === true ? {} : {
@@ -335,7 +329,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     },
     healthCheck: async (): Promise<HealthResult> => {
       if (state === undefined) return { ok: false, detail: "the target machine was not created" };
-      if (driver === undefined || driver.createdAfterCutover === true) return { ok: true, detail: `the ${to.placement.kind} machine is the official provider's resources, created after this cutover` };
+      if (driver.createdAfterCutover === true) return { ok: true, detail: `the ${to.placement.kind} machine is the official provider's resources, created after this cutover` };
       if (!driver.wantsRunning(to.placement)) return { ok: true, detail: "created (not started, as the placement asks)" };
       // A local guest that printed its marker may have powered off by itself: the marker is the proof.
       return { ok: state.running, detail: state.bootSeconds === undefined ? "running" : `up in ${state.bootSeconds.toFixed(1)} s` };
@@ -387,7 +381,7 @@ async function adoptCommitted(request: MoveRequest): Promise<MoveResult | undefi
   if (await isRunning(from, from.machineId)) await stopMachine(from, from.machineId, request.gracefulTimeoutMs ?? 30_000);
   const driver = await machineDriver(to.placement.kind);
   let running = committed.machineId !== "" && (await isRunning(to, committed.machineId));
-  if (!running && committed.machineId !== "" && driver?.wantsRunning(to.placement) === true) {
+  if (!running && committed.machineId !== "" && driver.wantsRunning(to.placement)) {
     await restartMachine(to, committed.machineId);
     running = true;
   }
