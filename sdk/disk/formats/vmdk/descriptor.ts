@@ -140,8 +140,11 @@ export function vmdkGeometry(capacitySectors: number, adapterType: AdapterType):
 }
 
 export interface DescriptorSpec {
-  /** "vmfs": a descriptor beside a flat extent (ESXi's layout on a datastore). */
-  readonly createType: "monolithicSparse" | "streamOptimized" | "vmfs";
+  /**
+   * "vmfs": a descriptor beside a flat extent (ESXi's layout on a datastore); "vmfsSparse": one
+   * beside a COWD delta extent (cowd.ts), which names its parent.
+   */
+  readonly createType: "monolithicSparse" | "streamOptimized" | "vmfs" | "vmfsSparse";
   readonly fileName: string;
   readonly capacitySectors: number;
   readonly adapterType: AdapterType;
@@ -150,7 +153,11 @@ export interface DescriptorSpec {
   readonly cid: string;
   /** 32 hex digits; ESXi writes ddb.longContentID alongside the CID. */
   readonly longContentId: string;
+  /** A delta's parent: its CID and its file name, beside this descriptor. */
+  readonly parent?: { readonly cid: string; readonly fileNameHint: string };
 }
+
+const EXTENT_TYPE: Record<DescriptorSpec["createType"], string> = { monolithicSparse: "SPARSE", streamOptimized: "SPARSE", vmfs: "VMFS", vmfsSparse: "VMFSSPARSE" };
 
 /** The descriptor text in the shape VMware's own tools write. */
 export function formatDescriptor(spec: DescriptorSpec): string {
@@ -162,11 +169,12 @@ export function formatDescriptor(spec: DescriptorSpec): string {
     "version=1",
     'encoding="UTF-8"',
     `CID=${spec.cid}`,
-    `parentCID=${VMDK_NO_PARENT_CID}`,
+    `parentCID=${spec.parent?.cid ?? VMDK_NO_PARENT_CID}`,
     `createType="${spec.createType}"`,
+    ...(spec.parent === undefined ? [] : [`parentFileNameHint="${spec.parent.fileNameHint.replaceAll('"', "_")}"`]),
     "",
     "# Extent description",
-    `RW ${spec.capacitySectors} ${spec.createType === "vmfs" ? "VMFS" : "SPARSE"} "${fileName}"`,
+    `RW ${spec.capacitySectors} ${EXTENT_TYPE[spec.createType]} "${fileName}"`,
     "",
     "# The Disk Data Base",
     "#DDB",

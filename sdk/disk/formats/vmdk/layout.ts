@@ -7,7 +7,7 @@ export const VMDK_SECTOR_BYTES = 512;
 
 /** "KDMV" as stored: the bytes 'K' 'D' 'M' 'V', i.e. 0x564d444b read little-endian. */
 export const VMDK_SPARSE_MAGIC = 0x564d444b;
-/** "COWD": the older ESX sparse extent (VMFSSPARSE), which we do not read. */
+/** "COWD": the ESX sparse extent (VMFSSPARSE) of ESXi's delta disks (cowd.ts). */
 export const VMDK_COWD_MAGIC = 0x44574f43;
 
 // VDF5 §"Header": version 1 is the original hosted sparse extent, 2 adds zeroed-grain GTEs
@@ -105,3 +105,21 @@ export const VMDK_MARKER_FOOTER = 3;
  */
 export const VMDK_FOOTER_FROM_END_BYTES = 2 * VMDK_SECTOR_BYTES;
 export const VMDK_FOOTER_MARKER_FROM_END_BYTES = 3 * VMDK_SECTOR_BYTES;
+
+// Ref: VDF5 §"ESXi Server Sparse Extents" (COWDisk_Header, 2048 bytes, packed): the fields a
+// reader needs. The rest (parent name and generation, name, description, unclean-shutdown flag)
+// is informational; a writer leaves it zero.
+export const COWD_HEADER = struct(32, {
+  magicNumber: [0, U32_LE],
+  version: [4, U32_LE],
+  flags: [8, U32_LE],
+  numSectors: [12, U32_LE],
+  grainSize: [16, U32_LE],
+  gdOffset: [20, U32_LE],
+  numGDEntries: [24, U32_LE],
+  freeSector: [28, U32_LE],
+});
+/** The whole COWD header: 2048 bytes (4 sectors). */
+export const COWD_HEADER_SECTORS = 4;
+/** VDF5: every COWD grain table holds 4096 entries (16 KiB). */
+export const COWD_GTES_PER_GT = 4096;

@@ -1,5 +1,6 @@
 // VMDK reader: monolithicSparse and streamOptimized files (a sparse extent with an embedded
-// descriptor), and text descriptors whose extents are sparse, flat (FLAT, VMFS) or ZERO files.
+// descriptor), and text descriptors whose extents are sparse (hosted, or ESXi's COWD deltas),
+// flat (FLAT, VMFS) or ZERO files.
 //
 // Hand-written because no maintained JavaScript package reads VMDK with bounded memory,
 // streaming extents and compressed grains; the semantics follow VMware "Virtual Disk Format 5.0".
@@ -11,6 +12,7 @@ import { readExact } from "../../io.ts";
 import type { ByteSource, DiskSource, Extent } from "../../types.ts";
 import { parseDescriptor, VMDK_MAX_DESCRIPTOR_BYTES, VMDK_NO_PARENT_CID, type Descriptor, type DescriptorExtent } from "./descriptor.ts";
 import { VMDK_COWD_MAGIC, VMDK_FLAG_COMPRESSED, VMDK_SECTOR_BYTES, VMDK_SPARSE_MAGIC } from "./layout.ts";
+import { parseCowdHeader } from "./cowd.ts";
 import { parseSparseHeader, SparseExtent, type ParentRange } from "./sparse-extent.ts";
 
 /** One piece of the virtual disk, addressed relative to its own start. */
@@ -113,7 +115,7 @@ async function openDescriptorExtent(
       context: { line: extent.line },
     });
   }
-  if (!FLAT_TYPES.has(extent.type) && extent.type !== "SPARSE") {
+  if (!FLAT_TYPES.has(extent.type) && extent.type !== "SPARSE" && extent.type !== "VMFSSPARSE") {
     throw new NotCapableError("VMDK_EXTENT_TYPE_UNSUPPORTED", `vmdk: extent type ${extent.type} on line ${extent.line} of ${descriptorName} is not supported`, {
       context: { line: extent.line, type: extent.type },
     });
@@ -147,10 +149,8 @@ async function openDescriptorExtent(
       return new FlatExtent(source, baseBytes, sizeBytes);
     }
     const head = await readExact(source, 0, VMDK_SECTOR_BYTES, "vmdk", `header of ${fileName}`);
-    if (head.readUInt32LE(0) === VMDK_COWD_MAGIC) {
-      throw new NotCapableError("VMDK_EXTENT_TYPE_UNSUPPORTED", `vmdk: extent "${fileName}" is an ESX COWD sparse extent, which is not supported`);
-    }
-    return await SparseExtent.open(source, parseSparseHeader(head, fileName), sizeBytes, parent);
+    const header = head.readUInt32LE(0) === VMDK_COWD_MAGIC ? parseCowdHeader(head, fileName) : parseSparseHeader(head, fileName);
+    return await SparseExtent.open(source, header, sizeBytes, parent);
   } catch (err) {
     await source.close();
     throw err;
@@ -248,7 +248,7 @@ export async function openVmdk(source: ByteSource, options: OpenOptions = {}): P
   const magic = (await readExact(source, 0, 4, "vmdk", "magic")).readUInt32LE(0);
   if (magic === VMDK_SPARSE_MAGIC) return openMonolithic(source, options);
   if (magic === VMDK_COWD_MAGIC) {
-    throw new NotCapableError("VMDK_EXTENT_TYPE_UNSUPPORTED", `vmdk: ${name} is an ESX COWD sparse extent, which is not supported`);
+    throw new NotCapableError("VMDK_EXTENT_TYPE_UNSUPPORTED", `vmdk: ${name} is an ESX COWD sparse extent on its own; open its descriptor (the .vmdk that names it), which names its parent`);
   }
   const head = await readExact(source, 0, Math.min(source.sizeBytes, 1024), "vmdk", "descriptor");
   if (!looksLikeDescriptor(head)) {
