@@ -5,7 +5,6 @@
 // built and parsed by the driver's location module) is written, read as it is now, and removed.
 // sdk/migrate places, moves and removes disks over this contract and asks capabilities, never
 // platforms; clouds/registry.ts picks the driver for a target.
-import type { ConvertProgress } from "../disk/convert.ts";
 import type { DiskSource } from "../disk/types.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
@@ -31,11 +30,6 @@ export interface OpenedReplica {
 export interface DiskDriver {
   readonly kind: "local" | "vsphere" | "aws" | "azure";
   /**
-   * How copies reach it: "blocks", a replica target that takes only the blocks that changed;
-   * "whole-disk", every copy writes the whole disk (a vSphere datastore PUT replaces the file).
-   */
-  readonly writes: "blocks" | "whole-disk";
-  /**
    * Its machines write to the placed disk itself (a local or vSphere disk), so the replica's
    * record goes stale while one runs; on the clouds the placed disk is a snapshot or blob the
    * machine only starts from.
@@ -43,10 +37,8 @@ export interface DiskDriver {
   readonly liveDisk: boolean;
   /** The connection this platform needs in the context, named in errors; undefined when none. */
   readonly connection?: "vsphere";
-  /** For "blocks": the replica target at `target`. */
-  openReplicaTarget?(target: string, virtualSizeBytes: number, context: DiskContext): Promise<OpenedReplica>;
-  /** For "whole-disk": writes the whole disk and returns its location. */
-  writeWhole?(source: DiskSource, target: string, context: DiskContext, onProgress?: (progress: ConvertProgress) => void): Promise<string>;
+  /** The replica target at `target`: it takes only the blocks that changed. */
+  openReplicaTarget(target: string, virtualSizeBytes: number, context: DiskContext): Promise<OpenedReplica>;
   /**
    * The placed disk as it is now, where a machine may be writing to it: a point-in-time view (a
    * frozen overlay of a local disk, a snapshot of an instance's volume) or the disk itself.

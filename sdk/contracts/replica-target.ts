@@ -52,6 +52,11 @@ export interface ReplicaPass {
    * EBS checksum).
    */
   write(blockIndex: number, offsetBytes: number, data: Buffer, zero: boolean): Promise<string | undefined>;
+  /**
+   * For a target with `plannedWrites`: every block this pass will write, ascending, before the
+   * first write(); the writes then come in that order, one at a time.
+   */
+  plan?(blocks: readonly number[], blockBytes: number): Promise<void>;
   /** Seals the pass: every block written is durable and readable. */
   commit(): Promise<{ readonly location: string; readonly state: TargetState }>;
   /** Gives up a pass that will not be resumed (e.g. deletes a pending snapshot). */
@@ -67,6 +72,12 @@ export interface ReplicaTarget {
   readonly alignmentBytes?: number;
   /** Writes in flight. */
   readonly concurrency?: number;
+  /**
+   * The target lays its file out before the data (a datastore PUT is sequential, and a delta
+   * disk's tables come first): replicate() finds every block to send, gives their list to
+   * pass.plan(), then reads them again and sends them in order, one at a time.
+   */
+  readonly plannedWrites?: boolean;
   /** Starts a pass on top of what the target holds (`base` undefined: a new, all-zero target). */
   begin(base: CommittedReplica | undefined): Promise<ReplicaPass>;
   /**

@@ -111,8 +111,7 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
     const source = fixed?.source ?? opened;
     const applied = fixed === undefined ? {} : { fixups: appliedOf(fixed) };
     const driver = await diskDriverFor(args.target);
-    if (driver.writes === "whole-disk") return { ...(await copyWhole(driver, args, source, store, key)), ...applied };
-    const { target, close } = await driver.openReplicaTarget!(args.target, source.virtualSizeBytes, contextOf(args.vsphere));
+    const { target, close } = await driver.openReplicaTarget(args.target, source.virtualSizeBytes, contextOf(args.vsphere));
     try {
       const result = await replicate(source, target, { store, key, ...(args.onProgress ? { onProgress: args.onProgress } : {}) });
       const policy = args.verify ?? { mode: "sampled", blocks: 64 };
@@ -190,38 +189,6 @@ function localImagePath(source: string): string | undefined {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(source) || source.includes("!") ? undefined : source;
 }
 
-/**
- * A platform that takes whole disks (a vSphere datastore PUT replaces the file) gets a full
- * copy. Its manifest is recorded like a replica's, so a later move away can be planned and
- * verified, and a move back to the earlier target is incremental there.
- */
-async function copyWhole(driver: DiskDriver, args: PlaceDiskArgs, source: DiskSource, store: FileReplicaStore, key: string): Promise<PlacedDisk> {
-  const started = performance.now();
-  const { buildManifest } = await import("../disk/manifest.ts");
-  const context = contextOf(args.vsphere);
-  const onProgress = args.onProgress;
-  const location = await driver.writeWhole!(source, args.target, context, onProgress === undefined ? undefined : (p) => onProgress({ scannedBytes: p.doneBytes, virtualSizeBytes: p.totalBytes, blocksSent: 0, bytesSent: p.dataBytesWritten }));
-  const manifest = await buildManifest(source);
-  let verifiedBlocks = 0;
-  const policy = args.verify ?? { mode: "sampled", blocks: 64 };
-  if (policy.mode !== "none") {
-    const back = (await driver.openLive!(args.target, context))!;
-    try {
-      const verified = await verifyReplica(back, manifest, policy);
-      if (!verified.ok) throw new PortableError("VERIFY_MISMATCH", `disk ${args.disk} of ${args.workload}: ${verified.mismatches.length} block(s) on ${location} differ from the source`);
-      verifiedBlocks = verified.blocksChecked;
-    } finally {
-      await back.close();
-    }
-  }
-  const previous = await store.loadCommitted(key);
-  const seconds = (performance.now() - started) / 1000;
-  const bytesSent = manifest.dataBytes();
-  await store.commit(key, { manifest, location, targetState: { path: location }, passes: (previous?.passes ?? 0) + 1, lastPass: { bytesSent, scannedBytes: bytesSent, blocksSent: manifest.dataBlocks().length, seconds, finishedAt: new Date().toISOString() } });
-  if (args.record !== false) await commitPlacement(args.stateDir, args.workload, args.disk, currentOf(driver, args.target, location, source.virtualSizeBytes, args.vsphere));
-  return { key, location, virtualSizeBytes: source.virtualSizeBytes, digest: manifest.digest(), reference: store.reference(key), passes: (previous?.passes ?? 0) + 1, bytesSent, blocksSent: manifest.dataBlocks().length, resumed: false, verifiedBlocks };
-}
-
 function contextOf(vsphere: VsphereConnection | undefined): DiskContext {
   return vsphere === undefined ? {} : { vsphere };
 }
@@ -237,7 +204,7 @@ export async function openReplica(workload: string, disk: string, target: string
   const driver = await diskDriverFor(target);
   const live = await driver.openLive?.(target, { ...contextOf(vsphere), ...(running === undefined ? {} : { live: { ...running, diskId: disk } }) });
   if (live !== undefined) return live;
-  const { target: replica, close } = await driver.openReplicaTarget!(target, committed.manifest.virtualSizeBytes, contextOf(vsphere));
+  const { target: replica, close } = await driver.openReplicaTarget(target, committed.manifest.virtualSizeBytes, contextOf(vsphere));
   try {
     const source = await replica.openReadBack(committed);
     return { ...source, extents: () => source.extents(), read: (o, l, into) => source.read(o, l, into), close: async () => { await source.close(); close(); } };
@@ -257,8 +224,8 @@ export async function openReplica(workload: string, disk: string, target: string
  */
 export async function refreshSourceRecord(args: { readonly stateDir: string; readonly workload: string; readonly disk: string; readonly source: string; readonly target: string }): Promise<void> {
   const driver = await diskDriverFor(args.source);
-  // Only a disk its machine writes goes stale; a whole-disk platform gets a whole copy back anyway.
-  if (!driver.liveDisk || driver.writes !== "blocks") return;
+  // Only a disk its machine writes goes stale.
+  if (!driver.liveDisk) return;
   const store = new FileReplicaStore(args.stateDir);
   const sourceKey = replicaKey(args.workload, args.disk, args.source);
   const [was, now] = await Promise.all([store.loadCommitted(sourceKey), store.loadCommitted(replicaKey(args.workload, args.disk, args.target))]);

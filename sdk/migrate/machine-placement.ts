@@ -308,10 +308,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     return record;
   };
   const warm = request.mode === "warm" || request.cutover === false;
-  // A platform that takes whole disks gets all of it again on every pass: one warm pass proves
-  // the path (and runs the test boot) while the source runs; more would only copy it again.
-  const wholeDisks = (await Promise.all(to.disks.map(async (d) => (await diskDriverFor(d.target)).writes === "whole-disk"))).every(Boolean);
-  const maxPasses = wholeDisks ? 1 : (request.maxPasses ?? 3);
+  const maxPasses = request.maxPasses ?? 3;
   const record = withFixups(await cutover({
     source,
     target,

@@ -15,11 +15,6 @@ export interface DiskPlanInput {
   readonly source: DiskSource;
   readonly committed?: CommittedReplica;
   readonly conversion?: string;
-  /**
-   * The target takes whole disks only (a vSphere datastore PUT replaces the file): every pass,
-   * the final one inside the downtime included, sends all the allocated data.
-   */
-  readonly fullCopy?: boolean;
 }
 
 export interface PlanOptions {
@@ -49,7 +44,6 @@ export interface DiskPlan {
   readonly bytesToMove: number;
   readonly blocksToMove: number;
   readonly replicaExists: boolean;
-  readonly fullCopy: boolean;
 }
 
 export interface MigrationPlan {
@@ -134,10 +128,6 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
     // Blocks the replica holds that the source no longer has: cleared, no bytes.
     for (const block of committed?.manifest.dataBlocks() ?? []) if (!visited.has(block)) blocksToMove++;
     if (committed?.lastPass !== undefined && committed.lastPass.bytesSent > 0) lastPasses.push(committed.lastPass);
-    if (disk.fullCopy === true) {
-      bytesToMove = allocatedBytes;
-      blocksToMove = Math.ceil(allocatedBytes / blockBytes);
-    }
     out.push({
       key: disk.key,
       conversion: disk.conversion ?? `${source.format}${source.subformat === undefined ? "" : `(${source.subformat})`}`,
@@ -146,7 +136,6 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
       bytesToMove,
       blocksToMove,
       replicaExists: committed !== undefined,
-      fullCopy: disk.fullCopy === true,
     });
   }
   const allocated = out.reduce((sum, d) => sum + d.allocatedBytes, 0);
@@ -157,10 +146,8 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
   const boot = options.bootSeconds ?? 30;
   const scan = allocated / scanRate;
   const verify = (allocated * (options.verifyFraction ?? 1)) / scanRate;
-  // Warm: what the loop converges to, except on targets that take whole disks, which get them again.
-  const sum = (disks: readonly DiskPlan[], field: "bytesToMove" | "allocatedBytes") => disks.reduce((s, d) => s + d[field], 0);
-  const partial = out.filter((d) => !d.fullCopy);
-  const finalDelta = options.mode === "cold" ? total : sum(out.filter((d) => d.fullCopy), "bytesToMove") + (options.finalDeltaBytes ?? Math.min(sum(partial, "bytesToMove"), sum(partial, "allocatedBytes") * 0.01));
+  // Warm: what the loop converges to.
+  const finalDelta = options.mode === "cold" ? total : (options.finalDeltaBytes ?? Math.min(total, allocated * 0.01));
   const send = finalDelta / sendRate;
   const fixups = options.fixupSeconds ?? 0;
   return {
@@ -178,7 +165,7 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
 
 /** One paragraph for logs, previews and PR comments. */
 export function describePlan(plan: MigrationPlan): string {
-  const lines = plan.disks.map((d) => `  ${d.key}: ${d.conversion}, ${formatBytes(d.bytesToMove)} to move of ${formatBytes(d.allocatedBytes)} allocated${d.fullCopy ? " (full copy on every pass, the final one too: the target takes whole disks)" : d.replicaExists ? " (incremental)" : ""}`);
+  const lines = plan.disks.map((d) => `  ${d.key}: ${d.conversion}, ${formatBytes(d.bytesToMove)} to move of ${formatBytes(d.allocatedBytes)} allocated${d.replicaExists ? " (incremental)" : ""}`);
   return [
     `${plan.mode} migration: ${plan.disks.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move, about ${plan.transferSeconds.toFixed(1)} s of transfer`,
     ...lines,

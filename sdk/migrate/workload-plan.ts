@@ -5,7 +5,7 @@
 // the guest on the disk.
 import type { CommittedReplica } from "../contracts/replica-target.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
-import { diskDriverFor, openSource, placementKindOf } from "../clouds/registry.ts";
+import { openSource, placementKindOf } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { inspectGuest } from "../inspect/inspect.ts";
 import type { Finding, InspectTarget } from "../inspect/types.ts";
@@ -80,7 +80,7 @@ export interface WorkloadPlanInput {
 export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPlan> {
   const store = new FileReplicaStore(input.stateDir);
   const planned: PlannedDisk[] = [];
-  const sources: Array<{ key: string; source: DiskSource; committed?: CommittedReplica; conversion: string; fullCopy: boolean }> = [];
+  const sources: Array<{ key: string; source: DiskSource; committed?: CommittedReplica; conversion: string }> = [];
   const findings: Finding[] = [];
   let fromKind = "image";
   try {
@@ -93,9 +93,7 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       const source = await openPlanSource(current, disk, store, input);
       const key = replicaKey(input.workload.name, disk.id, disk.target);
       const committed = await store.loadCommitted(key);
-      // A datastore PUT replaces the whole file: vSphere gets no delta, and the plan says so.
-      const fullCopy = (await diskDriverFor(disk.target)).writes === "whole-disk";
-      sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}`, fullCopy });
+      sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}` });
       // The guest is judged on the disk it boots from.
       if (disk.id === bootDiskOf(input.workload)?.id) findings.push(...(await readiness(source, input)));
     }
@@ -117,9 +115,7 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       `${input.workload.name}: ${fromKind} → ${toKind} (${input.mode}), ${planned.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move`,
       ...planned.filter((d) => d.action === "in-place").map((d) => `  ${d.disk}: already on ${toKind}`),
       ...(input.mode === "warm" && input.cutover !== false
-        ? [sources.length > 0 && sources.every((s) => s.fullCopy)
-          ? `  one warm pass while the source runs (${toKind} takes whole disks: another would copy them all again)`
-          : `  warm passes while the source runs: up to ${input.maxPasses ?? 3}, until one sends little`]
+        ? [`  warm passes while the source runs: up to ${input.maxPasses ?? 3}, until one sends little`]
         : []),
       ...(input.mode === "cold" && input.cutover !== false ? ["  cold: the source stops first, then every disk is copied once"] : []),
       ...(input.cutover === false ? [`  no cutover (migration.cutover: false): replicas are staged on ${toKind} and the source keeps running; the downtime below is for the cutover that follows`] : []),

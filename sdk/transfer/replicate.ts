@@ -99,7 +99,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
     if (!resumed) journal.begin(baseDigest, pass.state);
     const counters = { blocksSent: 0, blocksCleared: 0, bytesSent: 0 };
     let bytesRead = 0;
-    const limit = Math.max(1, target.concurrency ?? DEFAULT_REPLICA_CONCURRENCY);
+    const limit = target.plannedWrites === true ? 1 : Math.max(1, target.concurrency ?? DEFAULT_REPLICA_CONCURRENCY);
     let failure: unknown;
 
     const send = async (index: number, data: Buffer, hash: Buffer | undefined): Promise<void> => {
@@ -127,6 +127,13 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       inFlight.add(tracked);
     };
 
+    // A target that lays its file out first gets the list of blocks before any of their data.
+    const planned: number[] | undefined = target.plannedWrites === true ? [] : undefined;
+    const found = async (index: number, data: Buffer, hash: Buffer | undefined): Promise<void> => {
+      if (planned === undefined) await send(index, data, hash);
+      else planned.push(index);
+    };
+
     const zeroBlock = Buffer.alloc(blockBytes);
     const blockLength = (index: number) => Math.min(blockBytes, source.virtualSizeBytes - index * blockBytes);
     // Blocks the target holds as data, in order: those the source no longer has must be cleared.
@@ -135,11 +142,36 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
     const clearHeldBefore = async (limitIndex: number) => {
       while (heldCursor < heldBlocks.length && heldBlocks[heldCursor]! < limitIndex) {
         const index = heldBlocks[heldCursor++]!;
-        if (held.hash(index) !== undefined) await send(index, zeroBlock.subarray(0, blockLength(index)), undefined);
+        if (held.hash(index) !== undefined) await found(index, zeroBlock.subarray(0, blockLength(index)), undefined);
       }
     };
     const skipHeld = (index: number) => {
       while (heldCursor < heldBlocks.length && heldBlocks[heldCursor]! <= index) heldCursor++;
+    };
+
+    /**
+     * Reads the planned blocks again, in runs, and sends them in order. What is sent is what is
+     * read now (a block that changed since the scan goes as it is now), so the manifest records
+     * what the target holds. Returns the bytes read.
+     */
+    const sendPlanned = async (blocks: readonly number[]): Promise<number> => {
+      await pass.plan!(blocks, blockBytes);
+      let read = 0;
+      for (let i = 0; i < blocks.length && failure === undefined; ) {
+        let j = i + 1;
+        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i) * blockBytes < READ_BYTES) j++;
+        const first = blocks[i]!;
+        const start = first * blockBytes;
+        const data = await source.read(start, Math.min((j - i) * blockBytes, source.virtualSizeBytes - start));
+        read += data.length;
+        for (let k = i; k < j; k++) {
+          const piece = data.subarray((k - i) * blockBytes, Math.min(data.length, (k - i + 1) * blockBytes));
+          await send(blocks[k]!, piece, blockHash(piece));
+        }
+        options.onProgress?.({ scannedBytes: source.virtualSizeBytes, virtualSizeBytes: source.virtualSizeBytes, ...counters });
+        i = j;
+      }
+      return read;
     };
 
     let nextBlock = 0;
@@ -167,7 +199,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
           const before = held.hash(block);
           skipHeld(block);
           if (hash === undefined ? before === undefined : before?.equals(hash) === true) continue;
-          await send(block, piece, hash);
+          await found(block, piece, hash);
         }
         scanned = Math.min(source.virtualSizeBytes, block * blockBytes);
         options.onProgress?.({ scannedBytes: scanned, virtualSizeBytes: source.virtualSizeBytes, ...counters });
@@ -175,6 +207,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       nextBlock = block;
     }
     if (failure === undefined) await clearHeldBefore(Number.MAX_SAFE_INTEGER);
+    if (planned !== undefined && failure === undefined) bytesRead += await sendPlanned(planned);
     await Promise.all(inFlight);
     if (failure !== undefined) throw failure;
     options.onProgress?.({ scannedBytes: source.virtualSizeBytes, virtualSizeBytes: source.virtualSizeBytes, ...counters });

@@ -170,7 +170,7 @@ describe("destroy: a vSphere disk's datastore folder goes with its last file (vc
     await placeDisk({ workload: "theirs", disk: "disk0", source, sourceFormat: "raw", target: theirs, stateDir, vsphere: connection, verify: { mode: "none" } });
 
     await removeDisk({ workload: "mine", disk: "disk0", target: mine, stateDir, virtualSizeBytes: placed.virtualSizeBytes, vsphere: connection });
-    assert.deepEqual(await folderOnDatastore("shared"), ["theirs-disk0-flat.vmdk", "theirs-disk0.vmdk"], "only my disk went; the folder stays");
+    assert.deepEqual(await folderOnDatastore("shared"), ["theirs-disk0-flat.vmdk", "theirs-disk0-pw1.vmdk", "theirs-disk0.vmdk"], "only my disk went; the folder stays");
     assert.ok((await tree(stateDir)).every((file) => file.startsWith("theirs.")), "my replica state and current placement are gone, theirs stay");
 
     await removeDisk({ workload: "theirs", disk: "disk0", target: theirs, stateDir, virtualSizeBytes: placed.virtualSizeBytes, vsphere: connection });

@@ -24,7 +24,6 @@ async function openEbsReplica(target: string, virtualSizeBytes: number): Promise
 
 export const awsDiskDriver: DiskDriver = {
   kind: "aws",
-  writes: "blocks",
   liveDisk: false,
   openReplicaTarget: openEbsReplica,
   // The workload's instance writes to its own volumes, not to our snapshots: while it exists, a

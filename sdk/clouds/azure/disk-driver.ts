@@ -15,7 +15,6 @@ async function openPageBlobReplica(target: string, virtualSizeBytes: number): Pr
 
 export const azureDiskDriver: DiskDriver = {
   kind: "azure",
-  writes: "blocks",
   liveDisk: false,
   openReplicaTarget: openPageBlobReplica,
   // The VM writes to its managed disk, not to our blob: while the disk exists, a move reads a

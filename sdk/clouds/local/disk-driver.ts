@@ -7,7 +7,6 @@ import { rawFileReplica } from "./replica-target.ts";
 
 export const localDiskDriver: DiskDriver = {
   kind: "local",
-  writes: "blocks",
   liveDisk: true,
   async openReplicaTarget(target, virtualSizeBytes) {
     return { target: rawFileReplica({ path: target, virtualSizeBytes }), close: () => {} };

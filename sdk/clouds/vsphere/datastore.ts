@@ -137,25 +137,42 @@ export async function openDatastoreFile(client: VsphereClient, file: DatastoreFi
   };
 }
 
+/** Delta disks followed down to their base at most this deep (ESXi keeps at most 32 snapshots). */
+export const MAX_DELTA_CHAIN = 64;
+
 /**
  * A disk on a datastore as a DiskSource, of whatever format its bytes are (VMDK descriptors
- * open their extents from the same folder; names with "/" or ".." are refused).
+ * open their extents from the same folder; names with "/" or ".." are refused). A delta disk
+ * (a snapshot's, or a replica layer's) reads through its parents, named by parentFileNameHint
+ * in the same folder.
  */
-export async function openDatastoreDisk(client: VsphereClient, file: DatastoreFile): Promise<DiskSource> {
+export async function openDatastoreDisk(client: VsphereClient, file: DatastoreFile, depth = 0): Promise<DiskSource> {
   const bytes = await openDatastoreFile(client, file);
   const folder = dirname(`/${file.path}`).slice(1);
+  const beside = (name: string): DatastoreFile => {
+    checkExtentPath(name, bytes.name);
+    if (name.includes("/") || name.includes("\\")) {
+      throw new InvalidArgsError("VSPHERE_DATASTORE_PATH", `vsphere: ${bytes.name} names "${name}" outside its folder`);
+    }
+    return { ...file, path: folder === "" ? name : posix.join(folder, name) };
+  };
+  let parent: DiskSource | undefined;
   try {
     const format = await detect(bytes);
-    return await format.open(bytes, {
-      openRelative: async (name) => {
-        checkExtentPath(name, bytes.name);
-        if (name.includes("/") || name.includes("\\")) {
-          throw new InvalidArgsError("VSPHERE_DATASTORE_PATH", `vsphere: ${bytes.name} names extent "${name}" outside its folder`);
-        }
-        return openDatastoreFile(client, { ...file, path: folder === "" ? name : posix.join(folder, name) });
-      },
-    });
+    const options = { openRelative: (name: string) => openDatastoreFile(client, beside(name)) };
+    try {
+      return await format.open(bytes, options);
+    } catch (err) {
+      const hint = isPortableError(err) && err.code === "VMDK_DIFFERENCING" ? err.context.parentFileNameHint : undefined;
+      if (typeof hint !== "string") throw err;
+      if (depth >= MAX_DELTA_CHAIN) throw new CloudError("VSPHERE_DELTA_CHAIN_TOO_DEEP", `vsphere: ${bytes.name} is more than ${MAX_DELTA_CHAIN} delta disks above its base`);
+      parent = await openDatastoreDisk(client, beside(hint), depth + 1);
+      const disk = await format.open(bytes, { ...options, backing: parent });
+      const below = parent;
+      return { ...disk, extents: () => disk.extents(), read: (o, l, into) => disk.read(o, l, into), close: async () => { await disk.close(); await below.close(); } };
+    }
   } catch (err) {
+    await parent?.close().catch(() => {});
     await bytes.close();
     throw err;
   }
@@ -192,7 +209,7 @@ export function flatDescriptor(flatFileName: string, capacitySectors: number, ad
   });
 }
 
-async function deleteDatastoreFile(client: VsphereClient, file: DatastoreFile): Promise<void> {
+export async function deleteDatastoreFile(client: VsphereClient, file: DatastoreFile): Promise<void> {
   const fileManager = client.serviceContent.fileManager;
   if (fileManager === undefined) return;
   const dc = await findDatacenter(client, file.datacenter);

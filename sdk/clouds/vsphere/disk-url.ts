@@ -1,15 +1,14 @@
 // A workload disk on a datastore, named by location.ts
-// (`vsphere://<host>/<folder>/<name>.vmdk?dc=<datacenter>&ds=<datastore>`): copied, read and
-// deleted through the vim25 client. A datastore PUT replaces a whole file (no
-// writes at an offset), so a disk placed here is a full flat copy, not a block replica; its
-// manifest is still kept, so moving it back elsewhere is incremental there.
+// (`vsphere://<host>/<folder>/<name>.vmdk?dc=<datacenter>&ds=<datastore>`): read and deleted
+// through the vim25 client. It is written as a chain of layers (replica-target.ts); reading
+// follows the chain, and deleting removes every layer.
 import { posix } from "node:path";
 import type { VsphereConnection } from "../../contracts/vsphere-connection.ts";
 import type { DiskSource } from "../../disk/types.ts";
-import { convert, type ConvertOptions } from "../../disk/convert.ts";
 import { VsphereClient } from "./client.ts";
-import { createDatastoreDiskSink, datastorePathOf, deleteDatastoreDisk, openDatastoreDisk, removeEmptyDatastoreFolder } from "./datastore.ts";
+import { openDatastoreDisk, removeEmptyDatastoreFolder } from "./datastore.ts";
 import { parseVsphereDiskUrl } from "./location.ts";
+import { vsphereReplicaTarget } from "./replica-target.ts";
 
 export async function connectVsphere(connection: VsphereConnection): Promise<VsphereClient> {
   return VsphereClient.connect({
@@ -20,14 +19,6 @@ export async function connectVsphere(connection: VsphereConnection): Promise<Vsp
     ...(connection.thumbprint === undefined ? {} : { thumbprint: connection.thumbprint }),
     ...(connection.insecure === undefined ? {} : { insecure: connection.insecure }),
   });
-}
-
-/** Copies a whole disk to the datastore as a flat VMDK; returns its datastore path. */
-export async function copyToVsphereDisk(client: VsphereClient, source: DiskSource, text: string, options: ConvertOptions = {}): Promise<string> {
-  const { file } = parseVsphereDiskUrl(text);
-  const sink = await createDatastoreDiskSink(client, file, { virtualSizeBytes: source.virtualSizeBytes, subformat: "flat", overwrite: true });
-  await convert(source, sink, options);
-  return datastorePathOf(file);
 }
 
 export async function openVsphereDisk(client: VsphereClient, text: string): Promise<DiskSource> {
@@ -45,7 +36,8 @@ export interface DeleteVsphereDiskOptions {
 
 export async function deleteVsphereDisk(client: VsphereClient, text: string, options: DeleteVsphereDiskOptions = {}): Promise<void> {
   const { file } = parseVsphereDiskUrl(text);
-  await deleteDatastoreDisk(client, file);
+  // Every layer of the chain, and a flat disk written before chains.
+  await vsphereReplicaTarget({ client, file, virtualSizeBytes: 0 }).destroy(undefined);
   const folder = posix.dirname(file.path);
   if (options.removeEmptyFolder === true && folder !== "." && folder !== "") await removeEmptyDatastoreFolder(client, { ...file, path: folder });
 }

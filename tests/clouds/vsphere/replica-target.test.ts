@@ -1,0 +1,122 @@
+// A disk on a vcsim datastore as a block replica: the first pass writes a flat base, every later
+// pass only its changed blocks as an ESXi delta disk over it. The chain is read back by our
+// reader and, downloaded, by qemu-img (whose VMDK driver follows parentFileNameHint on its own),
+// and both must equal the source after every pass.
+import assert from "node:assert/strict";
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { VsphereClient } from "../../../sdk/clouds/vsphere/client.ts";
+import { listDatastoreFolder, openDatastoreFile, statDatastoreFile, type DatastoreFile } from "../../../sdk/clouds/vsphere/datastore.ts";
+import { MAX_LAYERS, vsphereReplicaTarget } from "../../../sdk/clouds/vsphere/replica-target.ts";
+import { openDisk } from "../../../sdk/disk/open.ts";
+import { FileReplicaStore } from "../../../sdk/transfer/checkpoint.ts";
+import { replicate } from "../../../sdk/transfer/replicate.ts";
+import { qemuRawSha256, sourceSha256 } from "../../harness/disk.ts";
+import { startVcsim, type Vcsim } from "../../harness/vcsim.ts";
+import { buildSparseRaw, connect, MiB } from "./helpers.ts";
+
+const FILE: DatastoreFile = { datacenter: "DC0", datastore: "LocalDS_0", path: "replica/web-disk0.vmdk" };
+
+describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { timeout: 600_000 }, () => {
+  let sim: Vcsim;
+  let client: VsphereClient;
+  let dir: string;
+  let raw: string;
+  let store: FileReplicaStore;
+  before(async () => {
+    sim = await startVcsim();
+    client = await connect(sim);
+    dir = await mkdtemp(join(tmpdir(), "pw-vsphere-replica-"));
+    raw = join(dir, "source.raw");
+    await buildSparseRaw(raw, 32 * MiB, 5);
+    store = new FileReplicaStore(join(dir, "state"));
+  });
+  after(async () => {
+    await client?.logout().catch(() => {});
+    await sim?.stop();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  const folder = async () => ((await listDatastoreFolder(client, { ...FILE, path: "replica" })) ?? []).sort();
+
+  async function pass() {
+    const source = await openDisk(raw, { format: "raw" });
+    try {
+      return await replicate(source, vsphereReplicaTarget({ client, file: FILE, virtualSizeBytes: source.virtualSizeBytes }), { store, key: "web-disk0" });
+    } finally {
+      await source.close();
+    }
+  }
+
+  /** Our reading of the chain, and qemu-img's of the same files downloaded, both equal the source. */
+  async function assertHolds(label: string): Promise<void> {
+    const want = await qemuRawSha256(raw, "raw");
+    const target = vsphereReplicaTarget({ client, file: FILE, virtualSizeBytes: 32 * MiB });
+    const back = await target.openReadBack((await store.loadCommitted("web-disk0"))!);
+    try {
+      assert.equal(await sourceSha256(back), want, `${label}: our reader`);
+    } finally {
+      await back.close();
+    }
+    const local = await mkdtemp(join(dir, "download-"));
+    for (const name of await folder()) {
+      const remote = await openDatastoreFile(client, { ...FILE, path: `replica/${name}` });
+      await writeFile(join(local, name), await remote.read(0, remote.sizeBytes));
+    }
+    assert.equal(await qemuRawSha256(join(local, "web-disk0.vmdk"), "vmdk"), want, `${label}: qemu-img`);
+    await rm(local, { recursive: true });
+  }
+
+  async function scribble(offset: number, bytes: Buffer): Promise<void> {
+    const file = await open(raw, "r+");
+    await file.write(bytes, 0, bytes.length, offset);
+    await file.close();
+  }
+
+  it("GIVEN no replica WHEN a pass runs THEN a flat base holds the disk", async () => {
+    const result = await pass();
+    assert.equal(result.location, "[LocalDS_0] replica/web-disk0.vmdk");
+    assert.deepEqual(await folder(), ["web-disk0-flat.vmdk", "web-disk0-pw1.vmdk", "web-disk0.vmdk"]);
+    await assertHolds("base");
+  });
+
+  it("GIVEN changed blocks, one of them now zeros WHEN the next pass runs THEN only they are sent, as a delta disk of about their size", async () => {
+    await scribble(5 * MiB + 100, Buffer.alloc(300_000, 0x77));
+    await scribble(0, Buffer.alloc(512 * 1024)); // a block of the base's random data becomes zeros
+    const result = await pass();
+    assert.equal(result.blocksSent, 2, "one changed block and one cleared");
+    assert.equal(result.bytesSent, 512 * 1024);
+    const delta = await statDatastoreFile(client, { ...FILE, path: "replica/web-disk0-pw2-delta.vmdk" });
+    assert.ok(delta !== undefined && delta >= 1024 * 1024 && delta < 1024 * 1024 + 64 * 1024, `delta file of ${delta} bytes: two blocks and their tables`);
+    await assertHolds("delta");
+  });
+
+  it("GIVEN nothing changed WHEN a pass runs THEN it sends nothing and adds no layer", async () => {
+    const before = await folder();
+    const result = await pass();
+    assert.equal(result.blocksSent, 0);
+    assert.deepEqual(await folder(), before);
+  });
+
+  it(`GIVEN a chain of ${MAX_LAYERS} layers WHEN the next pass runs THEN it collapses the chain into one flat base and deletes the layers below`, async () => {
+    for (let layer = 3; layer <= MAX_LAYERS; layer++) {
+      await scribble(layer * MiB, Buffer.alloc(4096, layer));
+      assert.equal((await pass()).blocksSent, 1);
+    }
+    assert.ok((await folder()).includes(`web-disk0-pw${MAX_LAYERS}-delta.vmdk`));
+    await scribble(30 * MiB, Buffer.alloc(4096, 0xee));
+    const result = await pass();
+    assert.equal(result.blocksSent, 1, "a collapse still takes only the changed block from the source");
+    const next = MAX_LAYERS + 1;
+    assert.deepEqual(await folder(), [`web-disk0-pw${next}-flat.vmdk`, `web-disk0-pw${next}.vmdk`, "web-disk0.vmdk"]);
+    await assertHolds("collapsed");
+  });
+
+  it("WHEN destroyed THEN every layer is gone", async () => {
+    const committed = await store.loadCommitted("web-disk0");
+    await vsphereReplicaTarget({ client, file: FILE, virtualSizeBytes: 32 * MiB }).destroy(committed);
+    assert.deepEqual(await folder(), []);
+  });
+});
