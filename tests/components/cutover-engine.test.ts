@@ -10,7 +10,12 @@
 // 6. cutover true → C: the staged replica is current, the first warm pass sends nothing;
 // 7. C → B while the guest writes to its disk all along: each warm pass sends the new writes, and
 //    B holds C's disk as it was at the stop;
-// 8. destroy leaves no file in any datastore or in the state folder.
+// 8. B → vSphere (vcsim) while the guest writes all along: the first pass copies the disk, every
+//    later pass (the final one too) sends only the new writes, as delta disks on the datastore,
+//    and the chain there reads as B's disk at the stop;
+// 9. vSphere → B (kept): nothing changed on vSphere (vcsim runs no guest), so nothing is sent, and
+//    B holds the disk the chain held;
+// 10. destroy leaves no file in any datastore (vcsim's too) or in the state folder.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
@@ -18,13 +23,16 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Workload, type WorkloadArgs } from "../../components/workload.ts";
 import { openDatastore } from "../../sdk/clouds/local/datastore.ts";
+import { listDatastoreFolder, statDatastoreFile } from "../../sdk/clouds/vsphere/datastore.ts";
+import { connectVsphere, openVsphereDisk } from "../../sdk/clouds/vsphere/disk-url.ts";
 import { machineFiles, machineStatus } from "../../sdk/clouds/local/lifecycle.ts";
 import { connectQmp } from "../../sdk/clouds/local/qmp.ts";
 import type { CutoverRecord } from "../../sdk/migrate/migrate.ts";
 import type { PlacementInput, MigrationPolicyInput } from "../../sdk/spec/placement.ts";
 import { buildBootImage, type BootImage } from "../harness/boot-image.ts";
-import { fileSha256 } from "../harness/disk.ts";
+import { fileSha256, sourceSha256 } from "../harness/disk.ts";
 import { createInlineStack, type InlineStack } from "../harness/pulumi.ts";
+import { startVcsim, type Vcsim } from "../harness/vcsim.ts";
 import { BLOCK, MiB, writeBlocks } from "../transfer/replica-helpers.ts";
 
 interface StateResource {
@@ -54,6 +62,7 @@ describe("Workload moves through the Pulumi engine: options, rollback, deltas", 
   let args: WorkloadArgs;
   let dirs: Record<"a" | "b" | "c" | "d", string>;
   let dataSource = "";
+  let sim: Vcsim;
 
   const local = (dir: string, extra: Partial<Extract<PlacementInput, { kind: "local" }>> = {}): PlacementInput => ({ kind: "local", dir, bootMarker: image.marker, ...extra });
   const withArgs = (placement: PlacementInput, migration: MigrationPolicyInput): void => {
@@ -69,11 +78,11 @@ describe("Workload moves through the Pulumi engine: options, rollback, deltas", 
   const diskOn = (dir: string, id: string): string => join(dir, "disks", `mv-${id}.raw`);
 
   before(async () => {
-    image = await buildBootImage({ firmware: "bios", afterMarker: "stay" });
+    [image, sim] = await Promise.all([buildBootImage({ firmware: "bios", afterMarker: "stay" }), startVcsim()]);
     env = await createInlineStack("pw-cutover", async () => {
       const workload = new Workload("mv", args);
       return { disks: workload.disks };
-    });
+    }, { VSPHERE_PASSWORD: sim.password });
     dirs = { a: join(env.dir, "a"), b: join(env.dir, "b"), c: join(env.dir, "c"), d: join(env.dir, "d") };
     dataSource = join(env.dir, "data.raw");
     await writeBlocks(dataSource, DATA_BYTES, [0, 3, 7], "first");
@@ -96,7 +105,50 @@ describe("Workload moves through the Pulumi engine: options, rollback, deltas", 
   after(async () => {
     await env?.stack.destroy().catch(() => {});
     await env?.cleanup();
+    await sim?.stop();
   });
+
+  const vsphere = (): PlacementInput => ({ kind: "vsphere", url: sim.url, username: sim.username, datacenter: "DC0", datastore: "LocalDS_0", caPem: sim.caPem, folder: "mv" });
+  const vsphereData = `mv/mv-data.vmdk`;
+  /** The data disk as the chain on vcsim's datastore reads, and the folder's files. */
+  const onVsphere = async (): Promise<{ sha256: string; files: string[] }> => {
+    const client = await connectVsphere({ url: sim.url, username: sim.username, password: sim.password, caPem: sim.caPem });
+    try {
+      const disk = await openVsphereDisk(client, `vsphere://x/${vsphereData}?dc=DC0&ds=LocalDS_0`);
+      const sha256 = await sourceSha256(disk).finally(() => disk.close());
+      const files = ((await listDatastoreFolder(client, { datacenter: "DC0", datastore: "LocalDS_0", path: "mv" })) ?? []).sort();
+      return { sha256, files };
+    } finally {
+      await client.logout();
+    }
+  };
+  /** Writes through the guest's own QEMU until stopped or the machine is; returns how many. */
+  const guestWriter = (dir: string) => {
+    let written = 0;
+    let writing = true;
+    const done = (async () => {
+      // QMP takes one client at a time and the warm passes need it too, so each write has its own
+      // short connection (it waits its turn while a pass freezes the disk).
+      const socket = (await machineFiles(await openDatastore(dir), "mv")).qmpSocket;
+      for (let i = 0; writing; i++) {
+        try {
+          const qmp = await connectQmp(socket, 60_000);
+          try {
+            const out = await qmp.execute("human-monitor-command", { "command-line": `qemu-io drive1 "write -P ${(i % 250) + 1} ${(i * 64 * 1024) % DATA_BYTES} 64k"` });
+            if (typeof out === "string" && /error|failed/i.test(out)) throw new Error(out);
+            written++;
+          } finally {
+            qmp.close();
+          }
+        } catch {
+          if (!(await running(dir, "mv"))) return; // the source stopped
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
+    return { stop: async () => { writing = false; await done; return written; } };
+  };
+  const dataOf = (pass: { disks: ReadonlyArray<{ key: string; bytesSent: number }> }) => pass.disks.find((d) => d.key === "data")!.bytesSent;
 
   it("GIVEN a local placement WHEN up THEN both disks are placed and the guest runs", async () => {
     const result = await env.stack.up();
@@ -203,37 +255,14 @@ describe("Workload moves through the Pulumi engine: options, rollback, deltas", 
   it("GIVEN a guest writing to its disk all along WHEN it moves warm THEN every pass catches up on it, and the target holds the source's state at the stop", async () => {
     // The guest's writes, issued through its own QEMU (the HMP qemu-io command writes through the
     // same block layer as the guest's disk controller), keep coming until the machine is stopped.
-    // QMP takes one client at a time and the warm passes need it too, so each write has its own
-    // short connection (it waits its turn while a pass freezes the disk).
-    const socket = (await machineFiles(await openDatastore(dirs.c), "mv")).qmpSocket;
-    let written = 0;
-    let writing = true;
-    const writer = (async () => {
-      for (let i = 0; writing; i++) {
-        try {
-          const qmp = await connectQmp(socket, 60_000);
-          try {
-            const out = await qmp.execute("human-monitor-command", { "command-line": `qemu-io drive1 "write -P ${(i % 250) + 1} ${(i * 64 * 1024) % DATA_BYTES} 64k"` });
-            if (typeof out === "string" && /error|failed/i.test(out)) throw new Error(out);
-            written++;
-          } finally {
-            qmp.close();
-          }
-        } catch {
-          if (!(await running(dirs.c, "mv"))) return; // the source stopped
-        }
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    })();
+    const writer = guestWriter(dirs.c);
     withArgs(local(dirs.b), { maxPasses: 3 });
     const result = await env.stack.up();
-    writing = false;
-    await writer;
+    const written = await writer.stop();
     assert.equal(result.summary.result, "succeeded");
     const move = await lastMove();
     assert.equal(move.state, "completed");
     assert.ok(written > 0, "the guest wrote while the move ran");
-    const dataOf = (pass: { disks: ReadonlyArray<{ key: string; bytesSent: number }> }) => pass.disks.find((d) => d.key === "data")!.bytesSent;
     assert.ok(move.warmPasses!.length >= 2, `the writes kept the warm loop going: ${move.warmPasses!.length} pass(es)`);
     assert.ok(move.warmPasses!.slice(1).every((p) => dataOf(p) > 0), `each warm pass after the first sent the guest's new writes: ${move.warmPasses!.map(dataOf).join(", ")}`);
     assert.ok(dataOf(move.finalPass!) < DATA_BYTES, "the final pass sent a delta, not the disk");
@@ -242,10 +271,54 @@ describe("Workload moves through the Pulumi engine: options, rollback, deltas", 
     assert.equal(await running(dirs.c, "mv"), false);
   });
 
+  it("GIVEN the guest writing all along WHEN it moves warm to vSphere THEN only the first pass copies the disk, every later one sends the new writes as a delta disk, and the chain holds the source at the stop", async () => {
+    const writer = guestWriter(dirs.b);
+    withArgs(vsphere(), { maxPasses: 3 });
+    const result = await env.stack.up();
+    const written = await writer.stop();
+    assert.equal(result.summary.result, "succeeded");
+    const move = await lastMove();
+    assert.equal(move.state, "completed");
+    assert.deepEqual(move.steps.map((s) => s.name), ["warm-passes", "stop-source", "final-pass", "verify", "start-target", "health-check", "commit"]);
+    assert.ok(written > 0, "the guest wrote while the move ran");
+    const passes = [...move.warmPasses!, move.finalPass!].map(dataOf);
+    assert.ok(move.warmPasses!.length >= 2, `the writes kept the warm loop going: ${passes.join(", ")}`);
+    assert.ok(passes.slice(1).every((bytes) => bytes < passes[0]!), `the first visit copies the data disk, later passes less: ${passes.join(", ")}`);
+    const { sha256, files } = await onVsphere();
+    assert.equal(sha256, await fileSha256(diskOn(dirs.b, "data")), "the chain on the datastore holds every write the source made before it stopped");
+    // Each later pass that sent anything is one delta disk on the datastore, of its blocks and their tables only.
+    const client = await connectVsphere({ url: sim.url, username: sim.username, password: sim.password, caPem: sim.caPem });
+    try {
+      const deltas = passes.slice(1).filter((bytes) => bytes > 0);
+      assert.ok(deltas.length > 0, `the guest's writes reached a later pass: ${passes.join(", ")}`);
+      for (const [i, bytes] of deltas.entries()) {
+        const size = await statDatastoreFile(client, { datacenter: "DC0", datastore: "LocalDS_0", path: `mv/mv-data-pw${i + 2}-delta.vmdk` });
+        assert.ok(size !== undefined && size >= bytes && size <= bytes + 128 * 1024, `pass ${i + 2}: a delta disk of ${size} bytes for ${bytes} bytes sent (${files.join(" ")})`);
+      }
+    } finally {
+      await client.logout();
+    }
+    assert.equal(await running(dirs.b, "mv"), false);
+  });
+
+  it("GIVEN nothing written on vSphere WHEN it moves back to B (kept) THEN nothing of the data disk is sent and B holds what the chain held", async () => {
+    const { sha256 } = await onVsphere();
+    withArgs(local(dirs.b), {});
+    const result = await env.stack.up();
+    assert.equal(result.summary.result, "succeeded");
+    const move = await lastMove();
+    assert.equal(move.state, "completed");
+    assert.deepEqual([...move.warmPasses!, move.finalPass!].map(dataOf).filter((bytes) => bytes > 0), [], "B's kept replica already held the chain's blocks");
+    assert.equal(await fileSha256(diskOn(dirs.b, "data")), sha256);
+    assert.equal(await running(dirs.b, "mv"), true);
+  });
+
   it("WHEN destroyed THEN no file is left in any datastore or in the state folder", async () => {
     const result = await env.stack.destroy();
     assert.equal(result.summary.result, "succeeded");
     for (const dir of Object.values(dirs)) assert.deepEqual(await filesUnder(dir), [], dir);
+    const client = await connectVsphere({ url: sim.url, username: sim.username, password: sim.password, caPem: sim.caPem });
+    assert.equal(await listDatastoreFolder(client, { datacenter: "DC0", datastore: "LocalDS_0", path: "mv" }).finally(() => client.logout()), undefined, "[LocalDS_0] mv/ is gone");
     assert.deepEqual(await filesUnder(join(env.dir, "state")), []);
   });
 });
