@@ -9,7 +9,6 @@ import { ebsDiskTarget, isEbsUrl } from "./aws/url.ts";
 import { azblobDiskTarget, isAzureDiskUrl } from "./azure/url.ts";
 import { localDiskTarget } from "./local/location.ts";
 import { isVsphereDiskUrl, vsphereConnectionFromEnv, vsphereDiskTarget, vsphereSettingsOf } from "./vsphere/location.ts";
-import { InvalidArgsError } from "../errors.ts";
 import { formatByName } from "../disk/formats/index.ts";
 import { openDisk } from "../disk/open.ts";
 import type { DiskSource } from "../disk/types.ts";
@@ -84,11 +83,9 @@ export function placementContext(placement: Placement, env: NodeJS.ProcessEnv = 
   return vsphere === undefined ? {} : { vsphere };
 }
 
-/** A block replica target: for the platforms that take block writes (not vSphere: whole disks). */
+/** The block replica target at a disk's target string, on whichever platform it names. */
 export async function openReplicaTarget(text: string, virtualSizeBytes: number, context: DiskContext = {}): Promise<OpenedReplica> {
-  const driver = await diskDriverFor(text);
-  if (driver.openReplicaTarget === undefined) throw new InvalidArgsError("REPLICA_TARGET_URL", `${text}: ${driver.kind} takes whole disks, not block replicas`);
-  return driver.openReplicaTarget(text, virtualSizeBytes, context);
+  return (await diskDriverFor(text)).openReplicaTarget(text, virtualSizeBytes, context);
 }
 
 /**
