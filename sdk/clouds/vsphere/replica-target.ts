@@ -23,13 +23,13 @@
 // writes: replicate() gives the pass every block first, then sends them in order.
 import { randomBytes } from "node:crypto";
 import { posix } from "node:path";
-import { isPortableError } from "../../errors.ts";
+import { CloudError, isPortableError } from "../../errors.ts";
 import type { DiskSource } from "../../disk/types.ts";
 import { layoutCowdDelta, type SectorRun } from "../../disk/formats/vmdk/cowd.ts";
-import { formatDescriptor } from "../../disk/formats/vmdk/descriptor.ts";
+import { formatDescriptor, parseDescriptor, VMDK_MAX_DESCRIPTOR_BYTES, type Descriptor } from "../../disk/formats/vmdk/descriptor.ts";
 import type { CommittedReplica, ReplicaPass, ReplicaTarget, TargetState } from "../../contracts/replica-target.ts";
 import type { VsphereClient } from "./client.ts";
-import { datastorePathOf, datastoreUrl, deleteDatastoreFile, listDatastoreFolder, openDatastoreDisk, type DatastoreFile } from "./datastore.ts";
+import { datastorePathOf, datastoreUrl, deleteDatastoreFile, listDatastoreFolder, openDatastoreDisk, openDatastoreFile, type DatastoreFile } from "./datastore.ts";
 import { startUpload, type UploadTarget } from "./upload.ts";
 
 /** Layers a chain may reach before the next pass collapses it; ESXi allows 32 deltas. */
@@ -86,8 +86,27 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
     }
   }
 
-  function begin(base: CommittedReplica | undefined): ReplicaPass {
+  /**
+   * The layer a new delta goes on must still be what `<stem>.vmdk` opens: a chain consolidated or
+   * edited outside us (vSphere's "Consolidate" renames and deletes layers) is refused, not guessed.
+   */
+  async function checkTop(below: Layer): Promise<void> {
+    const extent = await readDescriptor(file).then((d) => d?.extents[0]?.fileName, () => undefined);
+    const ours = [`${stem}-pw${below.layer}-delta.vmdk`, `${stem}-pw${below.layer}-flat.vmdk`, ...(below.layer === 1 ? [`${stem}-flat.vmdk`] : [])];
+    if (extent === undefined || !ours.includes(extent)) {
+      throw new CloudError("VSPHERE_CHAIN_CHANGED", `vsphere: ${datastorePathOf(file)} no longer opens the layer ${below.layer} this replica wrote (${extent === undefined ? "it is gone" : `it names "${extent}"`}): the disk was consolidated or changed outside portable-workload. Use the disk as a source, or remove its files to place it again`, { context: { file: datastorePathOf(file), layer: below.layer } });
+    }
+  }
+
+  async function readDescriptor(at: DatastoreFile): Promise<Descriptor | undefined> {
+    const bytes = await openDatastoreFile(client, at);
+    if (bytes.sizeBytes > VMDK_MAX_DESCRIPTOR_BYTES) return undefined;
+    return parseDescriptor(await bytes.read(0, bytes.sizeBytes), bytes.name);
+  }
+
+  async function begin(base: CommittedReplica | undefined): Promise<ReplicaPass> {
     const below = base === undefined ? undefined : layerOf(base.targetState);
+    if (below !== undefined) await checkTop(below);
     // A disk laid out otherwise (a flat copy from before chains) is collapsed into layer 2, so
     // the new base never overwrites the extent it reads from.
     const layer = below !== undefined ? below.layer + 1 : base === undefined ? 1 : 2;
@@ -187,7 +206,7 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
     virtualSizeBytes,
     alignmentBytes: SECTOR,
     plannedWrites: true,
-    begin: async (base) => begin(base),
+    begin,
     // An upload cut off cannot be continued: the rerun writes the layer again from its base.
     resume: async () => undefined,
     openReadBack: async () => openDatastoreDisk(client, file),

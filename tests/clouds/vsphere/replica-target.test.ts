@@ -8,7 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { VsphereClient } from "../../../sdk/clouds/vsphere/client.ts";
-import { listDatastoreFolder, openDatastoreFile, statDatastoreFile, type DatastoreFile } from "../../../sdk/clouds/vsphere/datastore.ts";
+import { datastoreUrl, listDatastoreFolder, openDatastoreFile, statDatastoreFile, type DatastoreFile } from "../../../sdk/clouds/vsphere/datastore.ts";
+import { startUpload } from "../../../sdk/clouds/vsphere/upload.ts";
+import { formatDescriptor } from "../../../sdk/disk/formats/vmdk/descriptor.ts";
 import { MAX_LAYERS, vsphereReplicaTarget } from "../../../sdk/clouds/vsphere/replica-target.ts";
 import { openDisk } from "../../../sdk/disk/open.ts";
 import { FileReplicaStore } from "../../../sdk/transfer/checkpoint.ts";
@@ -112,6 +114,18 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
     const next = MAX_LAYERS + 1;
     assert.deepEqual(await folder(), [`web-disk0-pw${next}-flat.vmdk`, `web-disk0-pw${next}.vmdk`, "web-disk0.vmdk"]);
     await assertHolds("collapsed");
+  });
+
+  it("GIVEN the chain consolidated outside us (the top names another extent) WHEN a pass runs THEN it is refused with a coded error and nothing is written", async () => {
+    const top = { ...FILE, path: "replica/web-disk0.vmdk" };
+    const text = Buffer.from(formatDescriptor({ createType: "vmfs", fileName: "web-disk0-consolidated-flat.vmdk", capacitySectors: (32 * MiB) / 512, adapterType: "lsilogic", hwVersion: 11, cid: "01234567", longContentId: "0".repeat(32) }));
+    const put = startUpload(client, datastoreUrl(client, top), { what: "PUT top", headers: { "content-length": text.length } });
+    await put.write(0, text);
+    await put.close();
+    const files = await folder();
+    await scribble(31 * MiB, Buffer.alloc(4096, 0x42));
+    await assert.rejects(pass(), (error: Error & { code?: string }) => error.code === "VSPHERE_CHAIN_CHANGED" && /consolidated or changed outside/.test(error.message));
+    assert.deepEqual(await folder(), files, "no layer was added");
   });
 
   it("WHEN destroyed THEN every layer is gone", async () => {
