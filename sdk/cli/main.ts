@@ -5,13 +5,13 @@
 import { rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { isPortableError } from "../errors.ts";
-import { isEbsUrl, parseEbsUrl } from "../clouds/aws/url.ts";
+import { cloudOutputFor, type CloudOutput } from "../clouds/registry.ts";
 import { compareDisks } from "../disk/compare.ts";
 import { convert } from "../disk/convert.ts";
 import { formatByName } from "../disk/formats/index.ts";
 import { createFileTarget, streamTarget } from "../disk/io.ts";
 import { summarize } from "../disk/summary.ts";
-import { displayName, isAzureDiskUrl } from "../clouds/azure/url.ts";
+import { displayName } from "../clouds/azure/url.ts";
 import { isOvaFile } from "../ovf/ova-location.ts";
 import { helpFor, USAGE } from "./usage.ts";
 import { EXIT_DIFFERENT, EXIT_ERROR, formatBytes, progressReporter, setUsage, usageError, withDisk, writerOptions } from "./common.ts";
@@ -75,41 +75,17 @@ async function mapCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-/** `convert <in> ebs://?…`: the sdk does the work; this face shows progress and prints the ids. */
-async function convertToEbs(input: string, output: string, format: string | undefined, concurrency: number | undefined): Promise<number> {
-  parseEbsUrl(output); // a bad URL fails before the input is opened
-  // Loaded on use: the AWS SDK is large, and other commands never need it.
-  const { convertToEbsUrl } = await import("../clouds/aws/open-url.ts");
+/** `convert <in> <cloud output>`: the registry's cloud does the work; this face shows progress and prints what it made. */
+async function convertToCloud(cloud: CloudOutput, input: string, format: string | undefined, overwrite: boolean, concurrency: number | undefined): Promise<number> {
   return withDisk(input, format, async (source) => {
     const started = Date.now();
-    const progress = progressReporter(`convert ${source.format} → ebs`);
+    const progress = progressReporter(`convert ${source.format} → ${cloud.label}`);
     try {
-      const result = await convertToEbsUrl(source, output, { progress: (p) => progress.update(p), ...(concurrency === undefined ? {} : { concurrency }) });
+      const result = await cloud.write(source, { overwrite, progress: (p) => progress.update(p), ...(concurrency === undefined ? {} : { concurrency }) });
       progress.stop();
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
-      process.stderr.write(`converted ${input} (${source.format}, ${formatBytes(source.virtualSizeBytes)}) → ${result.snapshotId}: ${formatBytes(result.dataBytesWritten)} of data in ${seconds} s\n`);
-      console.log(result.imageId === undefined ? result.snapshotId : `${result.snapshotId} ${result.imageId}`);
-      return 0;
-    } catch (err) {
-      progress.stop();
-      throw err;
-    }
-  });
-}
-
-/** `convert <in> azblob://…|<SAS URL>`: a fixed VHD in a page blob; the Azure SDK loads only here. */
-async function convertToAzure(input: string, output: string, format: string | undefined, overwrite: boolean, concurrency: number | undefined): Promise<number> {
-  const { createAzureDiskSink } = await import("../clouds/azure/open-url.ts");
-  return withDisk(input, format, async (source) => {
-    const started = Date.now();
-    const progress = progressReporter(`convert ${source.format} → azure page blob`);
-    try {
-      const sink = await createAzureDiskSink(output, { virtualSizeBytes: source.virtualSizeBytes, overwrite });
-      const result = await convert(source, sink, { progress: (p) => progress.update(p), ...(concurrency === undefined ? {} : { concurrency }) });
-      progress.stop();
-      const seconds = ((Date.now() - started) / 1000).toFixed(1);
-      process.stderr.write(`converted ${displayName(input)} (${source.format}, ${formatBytes(source.virtualSizeBytes)}) → ${result.location} (fixed vhd): ${formatBytes(result.dataBytesWritten)} of data in ${seconds} s\n`);
-      console.log(result.location);
+      process.stderr.write(`converted ${displayName(input)} (${source.format}, ${formatBytes(source.virtualSizeBytes)}) → ${result.location}: ${formatBytes(result.dataBytesWritten)} of data in ${seconds} s\n`);
+      console.log(result.printed);
       return 0;
     } catch (err) {
       progress.stop();
@@ -135,11 +111,11 @@ async function convertCommand(args: string[]): Promise<number> {
   const [input, output] = positionals;
   if (input === undefined || output === undefined || positionals.length > 2) usageError("convert takes <in> <out>");
   const json = values.json === true;
-  if (json && (output === "-" || isEbsUrl(output) || isAzureDiskUrl(output))) usageError("--json reports a conversion to a file; it cannot be used with '-', ebs:// or Azure outputs");
-  if (isEbsUrl(output)) return convertToEbs(input, output, values.f, values.concurrency === undefined ? undefined : Number(values.concurrency));
-  if (isAzureDiskUrl(output)) {
-    if ((values.O !== undefined && formatByName(values.O).name !== "vhd") || values.o !== undefined) usageError("Azure page blobs hold fixed VHDs: give no -O other than vhd, and no -o");
-    return convertToAzure(input, output, values.f, values.overwrite === true, values.concurrency === undefined ? undefined : Number(values.concurrency));
+  const cloud = cloudOutputFor(output);
+  if (json && (output === "-" || cloud !== undefined)) usageError("--json reports a conversion to a file; it cannot be used with '-', ebs:// or Azure outputs");
+  if (cloud !== undefined) {
+    if ((values.O !== undefined && formatByName(values.O).name !== cloud.format) || values.o !== undefined) usageError(`${cloud.label} holds ${cloud.format === "vhd" ? "fixed VHDs" : "raw blocks"}: give no -O other than ${cloud.format}, and no -o`);
+    return convertToCloud(cloud, input, values.f, values.overwrite === true, values.concurrency === undefined ? undefined : Number(values.concurrency));
   }
   if (values.O === undefined) usageError("convert needs -O <format>");
   const outFormat = formatByName(values.O);

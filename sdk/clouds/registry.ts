@@ -5,10 +5,11 @@
 // implement the contracts (sdk/contracts) and import nothing from sdk/transfer or sdk/migrate
 // (tests/unit/layering.test.ts). Cloud SDKs, the vim25 client and the OVF reader load only when
 // their form is used.
-import { ebsDiskTarget, isEbsUrl } from "./aws/url.ts";
+import { ebsDiskTarget, isEbsUrl, parseEbsUrl } from "./aws/url.ts";
 import { azblobDiskTarget, isAzureDiskUrl } from "./azure/url.ts";
 import { localDiskTarget } from "./local/location.ts";
 import { isVsphereDiskUrl, vsphereConnectionFromEnv, vsphereDiskTarget, vsphereSettingsOf } from "./vsphere/location.ts";
+import { convert, type ConvertProgress } from "../disk/convert.ts";
 import { formatByName } from "../disk/formats/index.ts";
 import { openDisk } from "../disk/open.ts";
 import type { DiskSource } from "../disk/types.ts";
@@ -31,6 +32,49 @@ export async function openSource(text: string, format?: string): Promise<DiskSou
   if (inOva !== undefined) return (await import("../ovf/package.ts")).openOvaEntry(inOva.path, inOva.entry, named);
   if (format === undefined && (await isOvaFile(text))) throw await (await import("../ovf/package.ts")).ovaIsArchiveError(text);
   return openDisk(text, named);
+}
+
+/** A cloud that `portable convert` writes a disk into, named by its output string. */
+export interface CloudOutput {
+  /** For progress lines: "ebs", "azure page blob". */
+  readonly label: string;
+  /** What the cloud stores, the only output format it takes: EBS raw blocks, a page blob a fixed VHD. */
+  readonly format: "raw" | "vhd";
+  /** Copies `source` there; `printed` is the line for stdout (ids or the blob), `location` what was written. */
+  write(source: DiskSource, options: { readonly overwrite: boolean; readonly concurrency?: number; readonly progress?: (p: ConvertProgress) => void }): Promise<{ readonly location: string; readonly printed: string; readonly dataBytesWritten: number }>;
+}
+
+/**
+ * The cloud an output string names (`ebs://?…`, `azblob://…`, a blob SAS URL, `azdisk://…`), or
+ * undefined for a file or stdout. A malformed `ebs://` fails here, before any input is opened.
+ * The cloud SDKs load only in write().
+ */
+export function cloudOutputFor(text: string): CloudOutput | undefined {
+  if (isEbsUrl(text)) {
+    parseEbsUrl(text);
+    return {
+      label: "ebs",
+      format: "raw",
+      async write(source, { concurrency, progress }) {
+        const { convertToEbsUrl } = await import("./aws/open-url.ts");
+        const result = await convertToEbsUrl(source, text, { ...(progress ? { progress } : {}), ...(concurrency === undefined ? {} : { concurrency }) });
+        return { location: result.snapshotId, printed: result.imageId === undefined ? result.snapshotId : `${result.snapshotId} ${result.imageId}`, dataBytesWritten: result.dataBytesWritten };
+      },
+    };
+  }
+  if (isAzureDiskUrl(text)) {
+    return {
+      label: "azure page blob",
+      format: "vhd",
+      async write(source, { overwrite, concurrency, progress }) {
+        const { createAzureDiskSink } = await import("./azure/open-url.ts");
+        const sink = await createAzureDiskSink(text, { virtualSizeBytes: source.virtualSizeBytes, overwrite });
+        const result = await convert(source, sink, { ...(progress ? { progress } : {}), ...(concurrency === undefined ? {} : { concurrency }) });
+        return { location: `${result.location} (fixed vhd)`, printed: result.location, dataBytesWritten: result.dataBytesWritten };
+      },
+    };
+  }
+  return undefined;
 }
 
 /** The disk driver of the platform a target string names (its location module recognised it). */
