@@ -68,8 +68,9 @@ export interface MachineDriver {
   readonly createdAfterCutover?: boolean;
   /**
    * The workload's machine on this placement by its name, when there is one: what an
-   * interrupted cutover may have left there. Only where a name identifies it without doubt
-   * (a local datastore folder); absent elsewhere.
+   * interrupted cutover may have left there. Only where it is ours without doubt (a local
+   * datastore folder; a vSphere VM whose every disk is one of the workload's); absent on the
+   * clouds, whose machines Pulumi creates.
    */
   find?(request: MachineRequest, name: string): Promise<string | undefined>;
 }

@@ -14,6 +14,7 @@ import { isPortableError } from "../../sdk/errors.ts";
 import { forgetWorkload, placeDisk, readTimings, removeDisk } from "../../sdk/migrate/disk-placement.ts";
 import { createMachine, destroyMachine, isRunning, type MachineRequest } from "../../sdk/migrate/machine-placement.ts";
 import { diskTargetFor } from "../../sdk/migrate/targets.ts";
+import { machineDriver } from "../../sdk/clouds/registry.ts";
 import { placementSchema } from "../../sdk/spec/placement.ts";
 import { parseWorkload } from "../../sdk/spec/workload.ts";
 import { startVcsim, type Vcsim } from "../harness/vcsim.ts";
@@ -153,6 +154,11 @@ describe("destroy: a vSphere disk's datastore folder goes with its last file (vc
     const request: MachineRequest = { workload, stateDir, placement, disks: [{ id: "disk0", location: placed.location, target }], vsphere: connection };
     const state = await createMachine(request);
     assert.ok((await folderOnDatastore("web"))?.includes("web-disk0-flat.vmdk"));
+    // What an interrupted cutover leaves is found by its disks, never by its name alone.
+    const driver = await machineDriver("vsphere");
+    assert.equal(await driver.find!({ ...request, disks: [{ id: "disk0", location: "", target }] }, "web"), state.machineId, "the VM on this workload's disks is ours");
+    assert.equal(await driver.find!({ ...request, disks: [{ id: "disk0", location: "", target: vsphereTarget("web", "other-disk0") }] }, "web"), undefined, "a VM of that name on other disks is not");
+    assert.equal(await driver.find!(request, "nobody"), undefined);
     await destroyMachine(request, state.machineId);
     await removeDisk({ workload: workload.name, disk: "disk0", target, stateDir, virtualSizeBytes: placed.virtualSizeBytes, vsphere: connection });
     await forgetWorkload(stateDir, workload.name);

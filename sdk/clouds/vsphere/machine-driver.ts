@@ -5,7 +5,9 @@ import type { Placement } from "../../spec/placement.ts";
 import type { MachineDriver, MachineRequest } from "../../contracts/machine-driver.ts";
 import type { VsphereClient } from "./client.ts";
 import { connectVsphere } from "./disk-url.ts";
-import { createVm, destroyVm, powerOffVm, powerOnVm, powerState } from "./vm.ts";
+import { datastorePathOf } from "./datastore.ts";
+import { parseVsphereDiskUrl } from "./location.ts";
+import { createVm, destroyVm, findVmFor, powerOffVm, powerOnVm, powerState, readVmConfig, type VmPlacement } from "./vm.ts";
 import { moRef } from "./xml.ts";
 
 type VspherePlacement = Extract<Placement, { kind: "vsphere" }>;
@@ -27,18 +29,22 @@ async function withVsphere<T>(request: MachineRequest, fn: (client: VsphereClien
 
 const vmRef = (machineId: string) => moRef("VirtualMachine", machineId);
 
+function vmPlacementOf(placement: VspherePlacement, request: MachineRequest): VmPlacement {
+  return {
+    datacenter: placement.datacenter,
+    datastore: placement.datastore,
+    ...(placement.resourcePool === undefined ? {} : { resourcePool: placement.resourcePool }),
+    ...(placement.host === undefined ? {} : { host: placement.host }),
+    diskFiles: Object.fromEntries(request.disks.map((d) => [d.id, d.location])),
+    networks: placement.networks,
+  };
+}
+
 export const vsphereMachineDriver: MachineDriver = {
   create(request) {
     const placement = vspherePlacement(request);
     return withVsphere(request, async (client) => {
-      const ref = await createVm(client, request.workload, {
-        datacenter: placement.datacenter,
-        datastore: placement.datastore,
-        ...(placement.resourcePool === undefined ? {} : { resourcePool: placement.resourcePool }),
-        ...(placement.host === undefined ? {} : { host: placement.host }),
-        diskFiles: Object.fromEntries(request.disks.map((d) => [d.id, d.location])),
-        networks: placement.networks,
-      });
+      const ref = await createVm(client, request.workload, vmPlacementOf(placement, request));
       const started = performance.now();
       if (placement.powerOn) await powerOnVm(client, ref);
       const running = placement.powerOn && (await powerState(client, ref)) === "poweredOn";
@@ -69,4 +75,19 @@ export const vsphereMachineDriver: MachineDriver = {
     });
   },
   wantsRunning: (placement) => placement.kind === "vsphere" && placement.powerOn,
+  /**
+   * A VM of the workload's name where createVm() puts it, and only if every disk it has is one of
+   * this workload's disks on the placement: a VM an interrupted cutover created. Anybody else's VM
+   * of that name is not touched (the create then fails with VSPHERE_DUPLICATE_NAME).
+   */
+  find(request, name) {
+    const placement = vspherePlacement(request);
+    return withVsphere(request, async (client) => {
+      const ref = await findVmFor(client, request.workload, vmPlacementOf(placement, request), name);
+      if (ref === undefined) return undefined;
+      const ours = new Set(request.disks.map((d) => datastorePathOf(parseVsphereDiskUrl(d.target).file)));
+      const disks = (await readVmConfig(client, ref)).disks;
+      return disks.length > 0 && disks.every((d) => ours.has(d.fileName)) ? ref.value : undefined;
+    });
+  },
 };

@@ -189,6 +189,11 @@ export function configSpecFor(workload: Workload, name: string, placement: Resol
   };
 }
 
+/** The VM named `name` in the folder createVm() would put it in, if there is one. */
+export async function findVmFor(client: VsphereClient, input: Workload | WorkloadInput, placement: VmPlacement, name: string): Promise<MoRef | undefined> {
+  return findChild(client, (await resolvePlacement(client, parseWorkload(input), placement)).folder, name);
+}
+
 async function findChild(client: VsphereClient, folder: MoRef, name: string): Promise<MoRef | undefined> {
   const value = await client.call("FindChild", client.serviceContent.searchIndex, { entity: folder, name });
   return value === undefined ? undefined : expect(xs.ref(), value, "FindChild result");
