@@ -207,7 +207,19 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       nextBlock = block;
     }
     if (failure === undefined) await clearHeldBefore(Number.MAX_SAFE_INTEGER);
-    if (planned !== undefined && failure === undefined) bytesRead += await sendPlanned(planned);
+    if (planned !== undefined && failure === undefined) {
+      try {
+        bytesRead += await sendPlanned(planned);
+        await Promise.all(inFlight);
+        if (failure !== undefined) throw failure;
+      } catch (error) {
+        // A planned pass cannot be resumed (its file is laid out for this list): give it up, so
+        // an upload cut off is closed and its partial file removed.
+        await Promise.allSettled(inFlight);
+        await pass.abort().catch(() => {});
+        throw error;
+      }
+    }
     await Promise.all(inFlight);
     if (failure !== undefined) throw failure;
     options.onProgress?.({ scannedBytes: source.virtualSizeBytes, virtualSizeBytes: source.virtualSizeBytes, ...counters });

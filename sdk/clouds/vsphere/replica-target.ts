@@ -100,8 +100,11 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
 
   async function readDescriptor(at: DatastoreFile): Promise<Descriptor | undefined> {
     const bytes = await openDatastoreFile(client, at);
-    if (bytes.sizeBytes > VMDK_MAX_DESCRIPTOR_BYTES) return undefined;
-    return parseDescriptor(await bytes.read(0, bytes.sizeBytes), bytes.name);
+    try {
+      return bytes.sizeBytes > VMDK_MAX_DESCRIPTOR_BYTES ? undefined : parseDescriptor(await bytes.read(0, bytes.sizeBytes), bytes.name);
+    } finally {
+      await bytes.close();
+    }
   }
 
   async function begin(base: CommittedReplica | undefined): Promise<ReplicaPass> {
@@ -116,7 +119,7 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
     let flat = false;
     /** For a flat layer: where the chain's blocks come from for the gaps (undefined: zeros). */
     let fill: DiskSource | undefined;
-    /** For a delta: the blocks, in order, and where the next one must start. */
+    /** For a delta: where the next block's data goes in its file (blocks come in disk order). */
     let expected = 0;
     let nothing = false;
 

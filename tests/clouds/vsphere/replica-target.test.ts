@@ -43,14 +43,23 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
 
   const folder = async () => ((await listDatastoreFolder(client, { ...FILE, path: "replica" })) ?? []).sort();
 
-  async function pass() {
-    const source = await openDisk(raw, { format: "raw" });
+  /** One pass; `failAtRead` makes the source's read of that number (1-based) fail. */
+  async function pass(failAtRead?: number) {
+    const opened = await openDisk(raw, { format: "raw" });
+    let reads = 0;
+    const source = {
+      ...opened,
+      extents: () => opened.extents(),
+      read: (offset: number, length: number, into?: Buffer) => (++reads === failAtRead ? Promise.reject(new Error("the source went away")) : opened.read(offset, length, into)),
+    };
     try {
       return await replicate(source, vsphereReplicaTarget({ client, file: FILE, virtualSizeBytes: source.virtualSizeBytes }), { store, key: "web-disk0" });
     } finally {
-      await source.close();
+      await opened.close();
+      scanReads = reads;
     }
   }
+  let scanReads = 0;
 
   /** Our reading of the chain, and qemu-img's of the same files downloaded, both equal the source. */
   async function assertHolds(label: string): Promise<void> {
@@ -102,8 +111,20 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
     assert.deepEqual(await folder(), before);
   });
 
+  it("GIVEN a pass whose source fails while its delta is uploading WHEN it fails THEN the partial delta is removed, the disk is as it was, and the next pass writes the layer", async () => {
+    const before = await folder();
+    const scan = scanReads; // the reads of a pass that sent nothing: the scan alone
+    await scribble(2 * MiB, Buffer.alloc(8192, 0x31));
+    await assert.rejects(pass(scan + 1), /the source went away/);
+    assert.deepEqual(await folder(), before, "no partial layer is left");
+    const result = await pass();
+    assert.equal(result.blocksSent, 1);
+    assert.ok((await folder()).includes("web-disk0-pw3-delta.vmdk"));
+    await assertHolds("after a failed pass");
+  });
+
   it(`GIVEN a chain of ${MAX_LAYERS} layers WHEN the next pass runs THEN it collapses the chain into one flat base and deletes the layers below`, async () => {
-    for (let layer = 3; layer <= MAX_LAYERS; layer++) {
+    for (let layer = 4; layer <= MAX_LAYERS; layer++) {
       await scribble(layer * MiB, Buffer.alloc(4096, layer));
       assert.equal((await pass()).blocksSent, 1);
     }
