@@ -18,7 +18,13 @@ export interface DiskContext {
    * The workload whose machine may be running on this disk now, for the platforms that find the
    * live disk through its machine (an EC2 instance's volume at the disk's device).
    */
-  readonly live?: { readonly workload: Workload; readonly diskId: string; readonly placement: Placement };
+  readonly live?: {
+    readonly workload: Workload;
+    readonly diskId: string;
+    readonly placement: Placement;
+    /** The placed disk's size, which a cloud volume (whole GiB) may exceed. */
+    readonly virtualSizeBytes?: number;
+  };
 }
 
 export interface OpenedReplica {

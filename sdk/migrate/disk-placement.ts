@@ -202,7 +202,7 @@ export async function openReplica(workload: string, disk: string, target: string
   const committed = await store.loadCommitted(key);
   if (committed === undefined) throw new PortableError("REPLICA_MISSING", `disk ${disk} of ${workload}: no committed replica on ${target} to move from (state ${store.reference(key)})`);
   const driver = await diskDriverFor(target);
-  const live = await driver.openLive?.(target, { ...contextOf(vsphere), ...(running === undefined ? {} : { live: { ...running, diskId: disk } }) });
+  const live = await driver.openLive?.(target, { ...contextOf(vsphere), ...(running === undefined ? {} : { live: { ...running, diskId: disk, virtualSizeBytes: committed.manifest.virtualSizeBytes } }) });
   if (live !== undefined) return live;
   const { target: replica, close } = await driver.openReplicaTarget(target, committed.manifest.virtualSizeBytes, contextOf(vsphere));
   try {

@@ -33,7 +33,9 @@ export const awsDiskDriver: DiskDriver = {
     if (context.live === undefined) return undefined;
     const { openWorkloadVolume } = await import("./live-volume.ts");
     const clients = clientsFor(parseEbsUrl(target));
-    const view = await openWorkloadVolume({ clients, workload: context.live.workload, diskId: context.live.diskId }).catch((error: unknown) => {
+    const { workload, diskId, virtualSizeBytes } = context.live;
+    // A volume is whole GiB: the disk is read at its own size, as it was placed.
+    const view = await openWorkloadVolume({ clients, workload, diskId, ...(virtualSizeBytes === undefined ? {} : { virtualSizeBytes }) }).catch((error: unknown) => {
       clients.destroy();
       throw error;
     });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DescribeImagesCommand, DescribeInstancesCommand, DescribeSnapshotsCommand, DescribeVolumesCommand, RunInstancesCommand, TerminateInstancesCommand, type Tag } from "@aws-sdk/client-ec2";
 import { isPortableError } from "../../../sdk/errors.ts";
@@ -18,7 +19,11 @@ import {
   openWorkloadVolume,
   type AwsClients,
 } from "../../../sdk/clouds/aws/index.ts";
+import { moveMachine, placeWorkload } from "../../../sdk/migrate/machine-placement.ts";
+import { diskTargetFor } from "../../../sdk/migrate/targets.ts";
+import { fileSha256, withTempDir } from "../../harness/disk.ts";
 import { startMoto, type Moto } from "../../harness/moto.ts";
+import { writeBlocks } from "../../transfer/replica-helpers.ts";
 import { BLOCK, GiB, useMotoCredentials } from "./helpers.ts";
 
 // The AWS machine driver (sdk/clouds/aws/machine-driver.ts) and point-in-time reads of an
@@ -491,5 +496,94 @@ describe("AWS machine driver and instance volumes (moto behind a recording proxy
     } finally {
       proxy.hooks = {};
     }
+  });
+  it("GIVEN a workload running on AWS (the same stand-in for volume bytes) WHEN the whole move to local runs THEN warm passes snapshot the running instance's own volumes, then StopInstances, then the final pass snapshots and reads the stopped volumes, and local holds their bytes", { timeout: 300_000 }, async () => {
+    await withTempDir(async (dir) => {
+      const stateDir = join(dir, "state");
+      const sources = { root: join(dir, "root.raw"), data: join(dir, "data.raw") };
+      await writeBlocks(sources.root, 8 * MiB, [0, 5], "root");
+      await writeBlocks(sources.data, 8 * MiB, [1, 2, 15], "data");
+      const workload = parseWorkload({
+        name: "mover",
+        memoryMiB: 512,
+        firmware: { type: "bios" },
+        guestOs: { family: "linux" },
+        disks: [
+          { id: "root", sizeBytes: 8 * MiB, source: { kind: "file", path: sources.root, format: "raw" }, bus: "nvme", bootOrder: 0 },
+          { id: "data", sizeBytes: 8 * MiB, source: { kind: "file", path: sources.data, format: "raw" }, bus: "nvme" },
+        ],
+      });
+      const aws = placementSchema.parse({ kind: "aws", region: moto.region, endpoint: proxy.endpoint, launch: true });
+      const local = placementSchema.parse({ kind: "local", dir: join(dir, "local"), start: false });
+      const ids = ["root", "data"] as const;
+      // Placed on EBS (snapshots moto keeps the bytes of), then the instance launched from them, as the official Instance would be.
+      const placed = await placeWorkload({ workload, placement: aws, disks: [], stateDir }, { stateDir, verify: "none" }, ids.map((id) => ({ id, source: sources[id], sourceFormat: "raw", target: diskTargetFor(aws, "mover", id) })));
+      const origin = Object.fromEntries(placed.disks.map((d) => [d.id, d.location]));
+      const run = await direct.ec2.send(
+        new RunInstancesCommand({
+          ImageId: imageId,
+          MinCount: 1,
+          MaxCount: 1,
+          InstanceType: "t3.micro",
+          BlockDeviceMappings: [
+            { DeviceName: "/dev/xvda", Ebs: { VolumeSize: 1, SnapshotId: origin.root } },
+            { DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, SnapshotId: origin.data } },
+          ],
+          TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: "portable:workload", Value: "mover" }] }],
+        }),
+      );
+      const instanceId = run.Instances![0]!.InstanceId!;
+      const volumes = { root: await volumeAt(instanceId, "/dev/xvda"), data: await volumeAt(instanceId, "/dev/sdf") };
+      const originOf = new Map([[volumes.root, origin.root!], [volumes.data, origin.data!]]);
+      // The stand-in (NOT moto): a snapshot of a volume reads as the snapshot the volume was launched from.
+      const created = new Map<string, string>();
+      proxy.hooks = {
+        onResponse(call, body) {
+          const snap = /<snapshotId>(snap-[0-9a-f]+)<\/snapshotId>/.exec(body);
+          const from = originOf.get(call.params.VolumeId ?? "");
+          if (call.action === "CreateSnapshot" && snap !== null && from !== undefined) created.set(snap[1]!, from);
+        },
+        rewritePath(call, path) {
+          const from = call.snapshotId === undefined ? undefined : created.get(call.snapshotId);
+          return from === undefined ? path : path.replace(call.snapshotId!, from);
+        },
+      };
+      try {
+        proxy.reset();
+        const result = await moveMachine({
+          from: { workload, placement: aws, disks: placed.disks, stateDir, machineId: placed.state.machineId },
+          to: { workload, placement: local, disks: ids.map((id) => ({ id, target: diskTargetFor(local, "mover", id), location: "" })), stateDir },
+          stateDir,
+          verify: "full",
+          mode: "warm",
+          maxPasses: 2,
+          deleteSource: false,
+          gracefulTimeoutMs: 5_000,
+        });
+        assert.equal(result.record.state, "completed");
+        assert.deepEqual(result.record.steps.map((s) => s.name), ["warm-passes", "stop-source", "final-pass", "verify", "start-target", "health-check", "commit"]);
+        for (const disk of result.disks) assert.equal(await fileSha256(disk.location), await fileSha256(sources[disk.id as "root" | "data"]), `${disk.id} on local holds the volume's bytes`);
+
+        const calls = proxy.calls.filter((c) => ["StopInstances", "CreateSnapshot", "ListSnapshotBlocks", "PutSnapshotBlock", "StartSnapshot"].includes(c.action));
+        const stop = calls.findIndex((c) => c.action === "StopInstances");
+        assert.equal(calls.filter((c) => c.action === "StopInstances").length, 1);
+        assert.equal(calls[stop]!.params["InstanceId.1"], instanceId);
+        assert.deepEqual(calls.filter((c) => c.action === "PutSnapshotBlock" || c.action === "StartSnapshot"), [], "nothing is written to AWS");
+        const snapshotsOf = (list: Call[]) => list.filter((c) => c.action === "CreateSnapshot").map((c) => c.params.VolumeId);
+        const warm = snapshotsOf(calls.slice(0, stop));
+        const final = snapshotsOf(calls.slice(stop + 1));
+        assert.ok(warm.length >= 2 && warm.every((v) => v === volumes.root || v === volumes.data), `warm passes snapshot the running instance's volumes: ${warm.join(", ")}`);
+        assert.deepEqual([...final].sort(), [volumes.root, volumes.data].sort(), "the final pass snapshots each stopped volume once");
+        // Each final snapshot is read after the stop, and only snapshots of the instance's volumes are read.
+        const finalSnapshots = [...created.keys()].slice(-2);
+        const readAfterStop = new Set(calls.slice(stop + 1).filter((c) => c.action === "ListSnapshotBlocks").map((c) => c.snapshotId));
+        for (const snap of finalSnapshots) assert.ok(readAfterStop.has(snap), `${snap} is read after the stop`);
+        assert.ok(calls.filter((c) => c.action === "ListSnapshotBlocks").every((c) => created.has(c.snapshotId!)), "every read is of a snapshot of the instance's own volume, never of the placed snapshots");
+        for (const snap of created.keys()) assert.equal(await snapshotExists(snap), false, `${snap} was deleted after its pass`);
+      } finally {
+        proxy.hooks = {};
+        await direct.ec2.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] }));
+      }
+    });
   });
 });
