@@ -89,6 +89,19 @@ export function computeClientFor(placement: AzurePlacement): Promise<AzureComput
   return client;
 }
 
+/**
+ * Makes `client` the one computeClientFor() answers for `subscriptionId`, until the returned
+ * function is called. For a stand-in of ARM, which nothing runs here: a test moves a workload
+ * through the registry's own drivers with a recording fake (tests/clouds/azure/machine-driver.test.ts).
+ */
+export function provideComputeClient(subscriptionId: string, client: AzureComputeApi): () => void {
+  const provided = Promise.resolve(client);
+  clients.set(subscriptionId, provided);
+  return () => {
+    if (clients.get(subscriptionId) === provided) clients.delete(subscriptionId);
+  };
+}
+
 /** An ARM answer that the resource is not there (a deleted VM, a disk never created). */
 export function isArmNotFound(error: unknown): boolean {
   if (statusOf(error) === 404) return true;

@@ -17,6 +17,8 @@
 // work (Azurite's SAS stays valid until it expires).
 import assert from "node:assert/strict";
 import { createHash, createCipheriv } from "node:crypto";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { AccessUri, Disk, GrantAccessData, Snapshot, VirtualMachine, VirtualMachineInstanceView } from "@azure/arm-compute";
 import { BlobSASPermissions, type ContainerClient } from "@azure/storage-blob";
@@ -28,7 +30,10 @@ import { placementSchema } from "../../../sdk/spec/placement.ts";
 import { parseWorkload, type Workload } from "../../../sdk/spec/workload.ts";
 import { createPageBlobSink } from "../../../sdk/clouds/azure/page-blob-sink.ts";
 import type { AzureComputeApi, AzurePlacement, ArmLroOptions } from "../../../sdk/clouds/azure/compute.ts";
-import { subscriptionIdOf } from "../../../sdk/clouds/azure/compute.ts";
+import { provideComputeClient, subscriptionIdOf } from "../../../sdk/clouds/azure/compute.ts";
+import { moveMachine, placeWorkload } from "../../../sdk/migrate/machine-placement.ts";
+import { diskTargetFor } from "../../../sdk/migrate/targets.ts";
+import { fileSha256, withTempDir } from "../../harness/disk.ts";
 import { azureMachineDriver, createAzureMachineDriver, powerStateOf, type AzurePowerState } from "../../../sdk/clouds/azure/machine-driver.ts";
 import { openWorkloadManagedDisk, pointInTimeSnapshotName, POINT_IN_TIME_PURPOSE, POINT_IN_TIME_TAG, sasDurationFor } from "../../../sdk/clouds/azure/live-disk.ts";
 import { startAzurite, type Azurite } from "../../harness/azurite.ts";
@@ -581,5 +586,78 @@ describe("Azure machine driver and managed-disk point-in-time reads (fake ARM, A
       assert.ok(name.length <= 80, name);
       assert.match(name, /^[A-Za-z0-9][A-Za-z0-9_.-]*[A-Za-z0-9_]$/);
     }
+  });
+  it("GIVEN a workload running on Azure WHEN the whole move to local runs through the registry's drivers THEN warm passes snapshot the running VM's own disks, then the power off, then the final snapshots (grant, reads, revoke, delete), and local holds the managed disks' bytes, not the placed blobs'", { timeout: 300_000 }, async () => {
+    await withTempDir(async (dir) => {
+      const stateDir = join(dir, "state");
+      const placedBytes = { root: knownDisk(0x61), data: knownDisk(0x62) };
+      const sources = { root: join(dir, "root.raw"), data: join(dir, "data.raw") };
+      for (const id of ["root", "data"] as const) await writeFile(sources[id], placedBytes[id]);
+      const workload = parseWorkload({
+        name: "mover",
+        memoryMiB: 512,
+        firmware: { type: "bios" },
+        guestOs: { family: "linux" },
+        disks: [
+          { id: "root", sizeBytes: DISK_BYTES, source: { kind: "file", path: sources.root, format: "raw" }, bus: "nvme", bootOrder: 0 },
+          { id: "data", sizeBytes: DISK_BYTES, source: { kind: "file", path: sources.data, format: "raw" }, bus: "nvme" },
+        ],
+      });
+      await containerFor(azurite, "placed");
+      const azure = placementFor({ storageAccount: azurite.accountName, launch: true });
+      const local = placementSchema.parse({ kind: "local", dir: join(dir, "local"), start: false });
+      const arm = newArm();
+      const withdraw = provideComputeClient(SUBSCRIPTION, computeOf(arm));
+      const connection = process.env.AZURE_STORAGE_CONNECTION_STRING;
+      process.env.AZURE_STORAGE_CONNECTION_STRING = azurite.connectionString;
+      try {
+        const ids = ["root", "data"] as const;
+        const placed = await placeWorkload({ workload, placement: azure, disks: [], stateDir }, { stateDir, verify: "none" }, ids.map((id) => ({ id, source: sources[id], sourceFormat: "raw", target: diskTargetFor(azure, "mover", id) })));
+        // What the official resources would be, after the guest ran: the VM and its managed disks,
+        // whose data disk holds writes our placed blob never saw.
+        const live = { root: placedBytes.root, data: Buffer.from(placedBytes.data) };
+        live.data.fill(0x99, 2 * MiB, 2 * MiB + 300_000);
+        arm.addVm("mover", "running");
+        const disks = { root: await arm.addDisk("mover-root", live.root, "mover"), data: await arm.addDisk("mover-data", live.data, "mover") };
+        arm.calls.length = 0;
+
+        const result = await moveMachine({
+          from: { workload, placement: azure, disks: placed.disks, stateDir, machineId: placed.state.machineId },
+          to: { workload, placement: local, disks: ids.map((id) => ({ id, target: diskTargetFor(local, "mover", id), location: "" })), stateDir },
+          stateDir,
+          verify: "full",
+          mode: "warm",
+          maxPasses: 2,
+          deleteSource: false,
+          gracefulTimeoutMs: 60_000,
+        });
+        assert.equal(result.record.state, "completed");
+        assert.deepEqual(result.record.steps.map((step) => step.name), ["warm-passes", "stop-source", "final-pass", "verify", "start-target", "health-check", "commit"]);
+        for (const disk of result.disks) assert.equal(await fileSha256(disk.location), sha256(live[disk.id as "root" | "data"]), `${disk.id} on local holds the managed disk's bytes`);
+        assert.notEqual(sha256(live.data), sha256(placedBytes.data), "the guest's writes are only on the managed disk");
+
+        const ops = arm.ops("vm.powerOff", "snapshots.createOrUpdate", "snapshots.grantAccess", "snapshots.revokeAccess", "snapshots.delete");
+        const off = ops.findIndex((c) => c.op === "vm.powerOff");
+        assert.equal(ops.filter((c) => c.op === "vm.powerOff").length, 1);
+        assert.deepEqual(ops[off]!.args[2], { skipShutdown: false }, "a graceful power off");
+        const snapshotsOf = (list: ArmCall[]) => list.filter((c) => c.op === "snapshots.createOrUpdate").map((c) => ({ source: (c.args[2] as Snapshot).creationData?.sourceResourceId, vm: c.vmStates.mover }));
+        const warm = snapshotsOf(ops.slice(0, off));
+        const final = snapshotsOf(ops.slice(off + 1));
+        assert.ok(warm.length >= 2 && warm.every((w) => w.vm === "running" && (w.source === disks.root.id || w.source === disks.data.id)), `warm passes snapshot the running VM's own disks: ${JSON.stringify(warm)}`);
+        assert.deepEqual(final.map((f) => f.source).sort(), [disks.root.id, disks.data.id].sort(), "the final pass snapshots each disk once, after the power off");
+        assert.ok(final.every((f) => f.vm === "stopped"), JSON.stringify(final));
+        // Each snapshot: made, granted, read (reads go up between grant and revoke), revoked, deleted.
+        for (const made of ops.filter((c) => c.op === "snapshots.createOrUpdate").map((c) => String(c.args[1]))) {
+          const life = ops.filter((c) => String(c.args[1]) === made);
+          assert.deepEqual(life.map((c) => c.op), ["snapshots.createOrUpdate", "snapshots.grantAccess", "snapshots.revokeAccess", "snapshots.delete"], made);
+          assert.ok(life[2]!.readsBefore > life[1]!.readsBefore, `${made} was read through its SAS`);
+        }
+        assert.equal(arm.snapshotsMade.size, 0, "no snapshot is left");
+      } finally {
+        withdraw();
+        if (connection === undefined) delete process.env.AZURE_STORAGE_CONNECTION_STRING;
+        else process.env.AZURE_STORAGE_CONNECTION_STRING = connection;
+      }
+    });
   });
 });
