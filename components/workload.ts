@@ -8,8 +8,8 @@
 import { resolve } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parseWorkloadArgs, type MigrationPolicyInput, type PlacementInput, type ValidWorkloadArgs } from "../sdk/spec/placement.ts";
-import { WorkloadValidationError, type WorkloadInput } from "../sdk/spec/workload.ts";
-import { bootDiskOf, diskSourceText, diskTargetFor } from "../sdk/migrate/targets.ts";
+import { bootDiskOf, disksBootFirst, WorkloadValidationError, type WorkloadInput } from "../sdk/spec/workload.ts";
+import { diskSourceText, diskTargetFor } from "../sdk/migrate/targets.ts";
 import { planWorkload, type WorkloadPlan } from "../sdk/migrate/workload-plan.ts";
 import { Disk } from "./providers/disk.ts";
 import { Machine } from "./providers/machine.ts";
@@ -136,12 +136,17 @@ export class Workload extends pulumi.ComponentResource {
     );
     this.disks = pulumi.all(disks.map((d) => d.location)).apply((locations) => Object.fromEntries(diskInputs.map((d, i) => [d.id, locations[i]!])));
 
+    // The clouds boot their first disk (an AMI's root device, a VM's OS disk): the boot disk goes first.
+    const bootFirst = disksBootFirst(spec).map((d) => {
+      const i = diskInputs.findIndex((input) => input.id === d.id);
+      return { input: diskInputs[i]!, placed: disks[i]! };
+    });
     // `launch: false` places the disks only: no AMI or instance, no managed disk or VM.
     if (placement.kind === "aws" && placement.launch) {
       const aws = new AwsPlacement(`${name}-aws`, {
         workload: spec,
         placement,
-        disks: disks.map((d, i) => ({ id: diskInputs[i]!.id, sizeBytes: diskInputs[i]!.sizeBytes, snapshotId: d.location })),
+        disks: bootFirst.map(({ input, placed }) => ({ id: input.id, sizeBytes: input.sizeBytes, snapshotId: placed.location })),
         keep: migration.source === "keep",
       }, { parent: this });
       this.machineId = aws.instance?.id ?? aws.ami.id;
@@ -150,10 +155,10 @@ export class Workload extends pulumi.ComponentResource {
       const azure = new AzurePlacement(`${name}-azure`, {
         workload: spec,
         placement,
-        disks: disks.map((d, i) => ({
-          id: diskInputs[i]!.id,
-          sizeBytes: diskInputs[i]!.sizeBytes,
-          blobUrl: d.location.apply((l) => (l.startsWith("http") ? l : `https://${placement.storageAccount}.blob.core.windows.net/${placement.container}/${l.split("/").pop()}`)),
+        disks: bootFirst.map(({ input, placed }) => ({
+          id: input.id,
+          sizeBytes: input.sizeBytes,
+          blobUrl: placed.location.apply((l) => (l.startsWith("http") ? l : `https://${placement.storageAccount}.blob.core.windows.net/${placement.container}/${l.split("/").pop()}`)),
         })),
         keep: migration.source === "keep",
       }, { parent: this });

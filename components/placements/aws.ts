@@ -8,7 +8,7 @@ import type { Placement } from "../../sdk/spec/placement.ts";
 import { awsFirmwareFor } from "../../sdk/spec/mappings/firmware.ts";
 import { awsInstanceTypeFor } from "../../sdk/spec/mappings/aws-instance-types.ts";
 import { vcpuCount } from "../../sdk/spec/workload.ts";
-import { awsDeviceNameForDisk, ROOT_DEVICE } from "../../sdk/clouds/aws/devices.ts";
+import { awsDeviceNameFor, ROOT_DEVICE } from "../../sdk/clouds/aws/devices.ts";
 
 export interface PlacedSnapshot {
   readonly id: string;
@@ -56,9 +56,9 @@ export class AwsPlacement extends pulumi.ComponentResource {
       enaSupport: true,
       ...(firmware.tpmSupport === undefined ? {} : { tpmSupport: firmware.tpmSupport }),
       rootDeviceName: ROOT_DEVICE,
-      ebsBlockDevices: args.disks.map((disk, index) => ({
-        // The rule a move reads the instance's volumes back by (sdk/clouds/aws/live-volume.ts).
-        deviceName: awsDeviceNameForDisk(index),
+      ebsBlockDevices: args.disks.map((disk) => ({
+        // The rule a move reads the instance's volumes back by (sdk/clouds/aws/live-volume.ts): the boot disk is the root.
+        deviceName: awsDeviceNameFor(workload, disk.id),
         snapshotId: disk.snapshotId,
         volumeSize: Math.max(1, Math.ceil(disk.sizeBytes / GiB)),
         volumeType: "gp3",

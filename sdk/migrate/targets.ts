@@ -4,7 +4,7 @@ import { resolve } from "node:path";
 import { diskTargetOn } from "../clouds/registry.ts";
 import { formatOvaLocation } from "../ovf/ova-location.ts";
 import type { Placement } from "../spec/placement.ts";
-import type { DiskSourceRef, Workload } from "../spec/workload.ts";
+import type { DiskSourceRef } from "../spec/workload.ts";
 
 /** File-name-safe form of a workload or disk name. */
 export function plainName(text: string): string {
@@ -30,10 +30,4 @@ export function diskSourceText(source: DiskSourceRef): { readonly text: string; 
       // Read in place from the archive by openSource (clouds/registry.ts); nothing is extracted.
       return { text: formatOvaLocation(resolve(source.path), source.entry) };
   }
-}
-
-/** The disk the machine boots from: the lowest bootOrder, else the first disk. */
-export function bootDiskOf(workload: Workload): Workload["disks"][number] | undefined {
-  const ordered = workload.disks.filter((d) => d.bootOrder !== undefined).sort((a, b) => a.bootOrder! - b.bootOrder!);
-  return ordered[0] ?? workload.disks[0];
 }

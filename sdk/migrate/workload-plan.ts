@@ -13,7 +13,7 @@ import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import { openReplica, readCurrent, readTimings, replicaKey, type CurrentPlacement } from "./disk-placement.ts";
 import { describePlan, planMigration, type MigrationPlan } from "./plan.ts";
-import { bootDiskOf } from "./targets.ts";
+import { bootDiskOf } from "../spec/workload.ts";
 import { formatBytes } from "../units.ts";
 import { vsphereConnectionFromEnv } from "../clouds/vsphere/location.ts";
 import { findGuestfish, GUESTFS_MISSING } from "../fixups/guestfs.ts";

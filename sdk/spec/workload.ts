@@ -227,6 +227,21 @@ export function parseWorkload(value: unknown, what = "workload"): Workload {
   return result.workload;
 }
 
+/** The disk the machine boots from: the lowest bootOrder, else the first disk. */
+export function bootDiskOf(workload: Pick<Workload, "disks">): Workload["disks"][number] | undefined {
+  const ordered = workload.disks.filter((d) => d.bootOrder !== undefined).sort((a, b) => a.bootOrder! - b.bootOrder!);
+  return ordered[0] ?? workload.disks[0];
+}
+
+/**
+ * The disks with the boot disk first, the others in their order: how a cloud that boots its
+ * first disk (an AMI's root device, an Azure VM's OS disk) lists them.
+ */
+export function disksBootFirst(workload: Pick<Workload, "disks">): Workload["disks"] {
+  const boot = bootDiskOf(workload);
+  return boot === undefined ? [] : [boot, ...workload.disks.filter((d) => d !== boot)];
+}
+
 /** Total virtual CPUs. */
 export function vcpuCount(workload: Pick<Workload, "cpu">): number {
   return workload.cpu.sockets * workload.cpu.coresPerSocket;

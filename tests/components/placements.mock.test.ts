@@ -10,6 +10,7 @@ import { AzurePlacement } from "../../components/placements/azure.ts";
 import { Workload } from "../../components/workload.ts";
 import { placementSchema } from "../../sdk/spec/placement.ts";
 import { parseWorkload } from "../../sdk/spec/workload.ts";
+import { awsDeviceNameFor } from "../../sdk/clouds/aws/devices.ts";
 
 interface Created {
   readonly type: string;
@@ -204,6 +205,35 @@ describe("Workload with a cloud placement (setMocks)", () => {
     // source: keep (the default): the stopped instance and its AMI outlive a move away from AWS.
     assert.equal(retained.get("web-aws-ami"), true);
     assert.equal(retained.get("web-aws-instance"), true);
+  });
+
+  it("GIVEN a boot disk listed after a data disk WHEN composed on aws and on azure THEN the boot disk is the AMI's root device and the VM's OS disk, and a move reads it back at the root device", async () => {
+    created.length = 0;
+    // Data first in the spec; the boot disk is the one with bootOrder.
+    const reordered = { ...spec, name: "late", disks: [{ ...spec.disks[1]!, id: "data" }, { ...spec.disks[0]!, id: "os" }] };
+    const onAws = new Workload("late", { spec: reordered, placement: { kind: "aws", region: "eu-west-1" }, stateDir: "/tmp/pw-mock-state" });
+    await resolved(onAws.machineId);
+    const ami = created.find((c) => c.type === "aws:ec2/ami:Ami")!;
+    const devices = (ami.inputs.ebsBlockDevices as Array<Record<string, unknown>>).map((d) => [d.deviceName, d.snapshotId]);
+    assert.deepEqual(devices, [["/dev/xvda", "snap-os-after-cutover"], ["/dev/sdf", "snap-data-after-cutover"]]);
+    assert.equal(ami.inputs.rootDeviceName, "/dev/xvda");
+    const parsed = parseWorkload(reordered);
+    assert.equal(awsDeviceNameFor(parsed, "os"), "/dev/xvda", "live-volume reads the boot disk at the root device");
+    assert.equal(awsDeviceNameFor(parsed, "data"), "/dev/sdf");
+
+    created.length = 0;
+    const onAzure = new Workload("late-az", {
+      spec: { ...reordered, name: "late-az" },
+      placement: { kind: "azure", location: "westeurope", resourceGroupName: "rg", storageAccount: "acct", container: "disks", storageAccountId: "/sa", networkInterfaceId: "/nic/1" },
+      stateDir: "/tmp/pw-mock-state",
+    });
+    await resolved(onAzure.machineId);
+    const vm = created.find((c) => c.type === "azure-native:compute:VirtualMachine")!;
+    const storage = vm.inputs.storageProfile as { osDisk: { managedDisk: { id: string } }; dataDisks: Array<{ managedDisk: { id: string } }> };
+    assert.equal(storage.osDisk.managedDisk.id, "late-az-azure-os-id");
+    assert.deepEqual(storage.dataDisks.map((d) => d.managedDisk.id), ["late-az-azure-data-id"]);
+    const osDisk = created.find((c) => c.type === "azure-native:compute:Disk" && c.name === "late-az-azure-os")!;
+    assert.ok(osDisk.inputs.osType !== undefined, "the OS type is on the boot disk");
   });
 
   it("GIVEN source: delete WHEN composed THEN the AMI and the instance go when the workload leaves AWS", async () => {

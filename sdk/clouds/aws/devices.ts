@@ -2,7 +2,7 @@
 // devices (components/placements/aws.ts) and for reading an instance's volumes back
 // (live-volume.ts). No AWS SDK code is loaded here.
 import { InvalidArgsError } from "../../errors.ts";
-import type { Workload } from "../../spec/workload.ts";
+import { disksBootFirst, type Workload } from "../../spec/workload.ts";
 
 export const ROOT_DEVICE = "/dev/xvda";
 /** Data disks take /dev/sdf … /dev/sdz (EC2's recommended range for EBS starts at f). */
@@ -11,8 +11,8 @@ const LAST_DATA_LETTER = "z".charCodeAt(0);
 export const MAX_AWS_DISKS = 1 + LAST_DATA_LETTER - FIRST_DATA_LETTER + 1;
 
 /**
- * The device name the aws placement gives a workload's disk `index` (its position in
- * workload.disks): 0 → /dev/xvda (the AMI's root), 1 → /dev/sdf, 2 → /dev/sdg, … 21 → /dev/sdz.
+ * The device name the aws placement gives a workload's disk `index` (its position with the boot
+ * disk first, disksBootFirst): 0 → /dev/xvda (the AMI's root), 1 → /dev/sdf, … 21 → /dev/sdz.
  * components/placements/aws.ts builds its AMI's block devices by this rule, and live-volume.ts
  * reads an instance's volumes back by it.
  */
@@ -23,9 +23,9 @@ export function awsDeviceNameForDisk(index: number): string {
   return index === 0 ? ROOT_DEVICE : `/dev/sd${String.fromCharCode(FIRST_DATA_LETTER + index - 1)}`;
 }
 
-/** The device name of the workload's disk `diskId` (its position in workload.disks). */
-export function awsDeviceNameFor(workload: Workload, diskId: string): string {
-  const index = workload.disks.findIndex((d) => d.id === diskId);
+/** The device name of the workload's disk `diskId`: the boot disk is the root, then the others in order. */
+export function awsDeviceNameFor(workload: Pick<Workload, "name" | "disks">, diskId: string): string {
+  const index = disksBootFirst(workload).findIndex((d) => d.id === diskId);
   if (index < 0) throw new InvalidArgsError("AWS_DISK_UNKNOWN", `workload ${workload.name} has no disk ${diskId}`, { context: { workload: workload.name, disk: diskId } });
   return awsDeviceNameForDisk(index);
 }
