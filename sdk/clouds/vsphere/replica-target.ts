@@ -16,8 +16,9 @@
 //                              leaves the disk as it was, and the next pass overwrites its files.
 // A pass that finds nothing changed adds no layer. The pass after MAX_LAYERS layers (or one over a
 // disk this code did not lay out) collapses the chain: it writes a new flat base, taking the
-// blocks it does not send from the chain, then deletes the layers below it. A delta past COWD's
-// 2 TiB limit is written the same way.
+// blocks it does not send from the chain; the layers below go when the next pass begins, once the
+// record names the new base. A delta past COWD's 2 TiB limit is written the same way. A top one
+// layer above the record (a run killed between the two) is put back to the recorded layer.
 //
 // The delta's tables precede its grains and the PUT is sequential, so the target asks for planned
 // writes: replicate() gives the pass every block first, then sends them in order.
@@ -41,12 +42,13 @@ const FILL_BYTES = 4 * 1024 * 1024;
 interface Layer {
   readonly layer: number;
   readonly cid: string;
+  /** The layer of the chain's flat base. */
+  readonly base: number;
 }
 
 function layerOf(state: TargetState | undefined): Layer | undefined {
-  const layer = state?.layer;
-  const cid = state?.cid;
-  return typeof layer === "number" && typeof cid === "string" ? { layer, cid } : undefined;
+  const { layer, cid, base } = state ?? {};
+  return typeof layer === "number" && typeof cid === "string" ? { layer, cid, base: typeof base === "number" ? base : 1 } : undefined;
 }
 
 export interface VsphereReplicaOptions {
@@ -86,16 +88,25 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
     }
   }
 
+  const extentsOf = (layer: number) => [`${stem}-pw${layer}-delta.vmdk`, `${stem}-pw${layer}-flat.vmdk`, ...(layer === 1 ? [`${stem}-flat.vmdk`] : [])];
+
   /**
-   * The layer a new delta goes on must still be what `<stem>.vmdk` opens: a chain consolidated or
-   * edited outside us (vSphere's "Consolidate" renames and deletes layers) is refused, not guessed.
+   * The layer a new delta goes on must still be what `<stem>.vmdk` opens. A layer above it that
+   * is ours was committed on the datastore by a run cut off before its record: the top goes back
+   * to the recorded layer (kept until a later record says otherwise), and the new pass replaces
+   * it. A chain consolidated or edited outside us (vSphere's "Consolidate" renames and deletes
+   * layers) is refused, not guessed.
    */
   async function checkTop(below: Layer): Promise<void> {
     const extent = await readDescriptor(file).then((d) => d?.extents[0]?.fileName, () => undefined);
-    const ours = [`${stem}-pw${below.layer}-delta.vmdk`, `${stem}-pw${below.layer}-flat.vmdk`, ...(below.layer === 1 ? [`${stem}-flat.vmdk`] : [])];
-    if (extent === undefined || !ours.includes(extent)) {
-      throw new CloudError("VSPHERE_CHAIN_CHANGED", `vsphere: ${datastorePathOf(file)} no longer opens the layer ${below.layer} this replica wrote (${extent === undefined ? "it is gone" : `it names "${extent}"`}): the disk was consolidated or changed outside portable-workload. Use the disk as a source, or remove its files to place it again`, { context: { file: datastorePathOf(file), layer: below.layer } });
+    if (extent !== undefined && extentsOf(below.layer).includes(extent)) return;
+    if (extent !== undefined && extentsOf(below.layer + 1).includes(extent)) {
+      const recorded = at(descriptorName(below.layer));
+      const text = await openDatastoreFile(client, recorded).then((bytes) => bytes.read(0, Math.min(bytes.sizeBytes, VMDK_MAX_DESCRIPTOR_BYTES)));
+      await put(file, text.toString("utf8"));
+      return;
     }
+    throw new CloudError("VSPHERE_CHAIN_CHANGED", `vsphere: ${datastorePathOf(file)} no longer opens the layer ${below.layer} this replica wrote (${extent === undefined ? "it is gone" : `it names "${extent}"`}): the disk was consolidated or changed outside portable-workload. Use the disk as a source, or remove its files to place it again`, { context: { file: datastorePathOf(file), layer: below.layer } });
   }
 
   async function readDescriptor(at: DatastoreFile): Promise<Descriptor | undefined> {
@@ -109,7 +120,12 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
 
   async function begin(base: CommittedReplica | undefined): Promise<ReplicaPass> {
     const below = base === undefined ? undefined : layerOf(base.targetState);
-    if (below !== undefined) await checkTop(below);
+    if (below !== undefined) {
+      await checkTop(below);
+      // The chain a collapse replaced goes once the record names the new base (never earlier:
+      // a run cut off before its record falls back on it).
+      if (below.base === below.layer && below.layer > 1) await deleteLayers(below.base);
+    }
     // A disk laid out otherwise (a flat copy from before chains) is collapsed into layer 2, so
     // the new base never overwrites the extent it reads from.
     const layer = below !== undefined ? below.layer + 1 : base === undefined ? 1 : 2;
@@ -193,8 +209,7 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
         });
         await put(at(descriptorName(layer)), text);
         await put(file, text);
-        if (flat) await deleteLayers(layer);
-        return { location: top, state: { layer, cid } };
+        return { location: top, state: { layer, cid, base: flat ? layer : below!.base } };
       },
       async abort() {
         upload?.abort();

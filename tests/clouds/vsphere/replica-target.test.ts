@@ -60,6 +60,7 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
     }
   }
   let scanReads = 0;
+  const layerOfRecord = (committed: { targetState: Record<string, unknown> } | undefined) => Number(committed?.targetState.layer ?? 0);
 
   /** Our reading of the chain, and qemu-img's of the same files downloaded, both equal the source. */
   async function assertHolds(label: string): Promise<void> {
@@ -123,9 +124,22 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
     await assertHolds("after a failed pass");
   });
 
-  it(`GIVEN a chain of ${MAX_LAYERS} layers WHEN the next pass runs THEN it collapses the chain into one flat base and deletes the layers below`, async () => {
-    for (let layer = 4; layer <= MAX_LAYERS; layer++) {
-      await scribble(layer * MiB, Buffer.alloc(4096, layer));
+  it("GIVEN a pass committed on the datastore whose record was lost (a run killed between the two) WHEN the next pass runs THEN the disk falls back to the recorded layer and the pass replaces the lost one", async () => {
+    const recorded = (await store.loadCommitted("web-disk0"))!;
+    await scribble(4 * MiB, Buffer.alloc(4096, 0x44));
+    await pass();
+    assert.equal(layerOfRecord(await store.loadCommitted("web-disk0")), recorded.targetState.layer! as number + 1);
+    await store.commit("web-disk0", recorded); // the record as the killed run left it
+    await scribble(6 * MiB, Buffer.alloc(4096, 0x66));
+    const result = await pass();
+    assert.equal(result.blocksSent, 2, "both changes since the recorded layer");
+    assert.equal(layerOfRecord(await store.loadCommitted("web-disk0")), recorded.targetState.layer! as number + 1, "the lost layer's number is reused");
+    await assertHolds("after a lost record");
+  });
+
+  it(`GIVEN a chain of ${MAX_LAYERS} layers WHEN the next pass runs THEN it collapses the chain into one flat base, and the next pass deletes the layers below`, async () => {
+    for (let i = 0; layerOfRecord(await store.loadCommitted("web-disk0")) < MAX_LAYERS; i++) {
+      await scribble((8 + i) * MiB, Buffer.alloc(4096, i + 1));
       assert.equal((await pass()).blocksSent, 1);
     }
     assert.ok((await folder()).includes(`web-disk0-pw${MAX_LAYERS}-delta.vmdk`));
@@ -133,8 +147,12 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
     const result = await pass();
     assert.equal(result.blocksSent, 1, "a collapse still takes only the changed block from the source");
     const next = MAX_LAYERS + 1;
-    assert.deepEqual(await folder(), [`web-disk0-pw${next}-flat.vmdk`, `web-disk0-pw${next}.vmdk`, "web-disk0.vmdk"]);
+    assert.ok((await folder()).includes(`web-disk0-pw${next}-flat.vmdk`));
+    assert.ok((await folder()).includes(`web-disk0-pw${MAX_LAYERS}-delta.vmdk`), "the old chain stays until the record names the new base");
     await assertHolds("collapsed");
+    assert.equal((await pass()).blocksSent, 0);
+    assert.deepEqual(await folder(), [`web-disk0-pw${next}-flat.vmdk`, `web-disk0-pw${next}.vmdk`, "web-disk0.vmdk"]);
+    await assertHolds("collapsed, old chain gone");
   });
 
   it("GIVEN the chain consolidated outside us (the top names another extent) WHEN a pass runs THEN it is refused with a coded error and nothing is written", async () => {
