@@ -26,7 +26,10 @@ const summary = await runChaos({
 });
 
 // Kills inside a cutover: every run must end with exactly one machine up, holding the source's last state.
-const cutover = env.PW_CHAOS_CUTOVER === "0" ? [] : await runCutoverChaos({ points: CUTOVER_KILL_POINTS, log: (line) => console.log(line) });
+const cutover = env.PW_CHAOS_CUTOVER === "0" ? [] : [
+  ...(await runCutoverChaos({ points: CUTOVER_KILL_POINTS, target: "local", log: (line) => console.log(line) })),
+  ...(await runCutoverChaos({ points: CUTOVER_KILL_POINTS, target: "vsphere", log: (line) => console.log(line) })),
+];
 const cutoverBad = cutover.filter((r) => r.error !== undefined || !r.killed || r.running.length !== 1 || !r.diskEqual || r.adopted !== (r.point === "commit"));
 
 const { records: _records, ...figures } = summary;

@@ -1,4 +1,5 @@
-// A SIGKILL at each point of a cutover (tests/chaos/cutover-chaos.ts), then the next run: every
+// A SIGKILL at each point of a cutover (tests/chaos/cutover-chaos.ts), to a local datastore and to
+// vSphere (vcsim: delta disks on the datastore), then the next run: every
 // run ends with exactly one machine running, its disks equal to the source's last state, and a
 // move killed after its commit is taken over, never cut over twice.
 import assert from "node:assert/strict";
@@ -6,8 +7,9 @@ import { describe, it } from "node:test";
 import { CUTOVER_KILL_POINTS, runCutoverChaos } from "./cutover-chaos.ts";
 
 describe("chaos: a kill at each cutover step, then the next run", { timeout: 1_200_000 }, () => {
-  it("GIVEN a move killed at any step WHEN it runs again THEN exactly one machine runs, with the source's last state", async () => {
-    const records = await runCutoverChaos({ points: CUTOVER_KILL_POINTS });
+  for (const target of ["local", "vsphere"] as const) {
+  it(`GIVEN a move to ${target} killed at any step WHEN it runs again THEN exactly one machine runs, with the source's last state`, async () => {
+    const records = await runCutoverChaos({ points: CUTOVER_KILL_POINTS, target });
     const detail = JSON.stringify(records, null, 1);
     assert.equal(records.length, CUTOVER_KILL_POINTS.length);
     for (const record of records) {
@@ -18,4 +20,5 @@ describe("chaos: a kill at each cutover step, then the next run", { timeout: 1_2
       assert.equal(record.adopted, record.point === "commit", `only a move killed after its commit is taken over: ${detail}`);
     }
   });
+  }
 });

@@ -2,7 +2,7 @@
 // portable:Machine provider runs it, so the cutover chaos can SIGKILL it at a chosen point: at
 // the end of a cutover step ("stop-source", "commit", …) or "final-pass:during", at the first
 // progress of the final pass. Argument: the move as JSON. Prints the result as JSON on success.
-import { moveMachine, type PlacedDiskRecord } from "../../sdk/migrate/machine-placement.ts";
+import { moveMachine, vsphereConnectionFor, type PlacedDiskRecord } from "../../sdk/migrate/machine-placement.ts";
 import { placementSchema } from "../../sdk/spec/placement.ts";
 import { parseWorkload } from "../../sdk/spec/workload.ts";
 
@@ -16,13 +16,16 @@ export interface MoveChildArgs {
 
 const args = JSON.parse(process.argv[2]!) as MoveChildArgs;
 const workload = parseWorkload(args.spec);
+const toPlacement = placementSchema.parse(args.to.placement);
+// As the Machine provider does: the vCenter password comes from the environment.
+const vsphere = vsphereConnectionFor(toPlacement);
 const die = (where: string): void => {
   process.stderr.write(`move-child: killed at ${where}\n`);
   process.kill(process.pid, "SIGKILL");
 };
 const result = await moveMachine({
   from: { workload, placement: placementSchema.parse(args.from.placement), disks: args.from.disks, stateDir: args.stateDir, machineId: args.from.machineId },
-  to: { workload, placement: placementSchema.parse(args.to.placement), disks: Object.entries(args.to.targets).map(([id, target]) => ({ id, target, location: "" })), stateDir: args.stateDir },
+  to: { workload, placement: toPlacement, disks: Object.entries(args.to.targets).map(([id, target]) => ({ id, target, location: "" })), stateDir: args.stateDir, ...(vsphere ? { vsphere } : {}) },
   stateDir: args.stateDir,
   verify: "full",
   mode: "warm",
