@@ -78,8 +78,12 @@ export interface ReplicaTarget {
    * pass.plan(), then reads them again and sends them in order, one at a time.
    */
   readonly plannedWrites?: boolean;
-  /** Starts a pass on top of what the target holds (`base` undefined: a new, all-zero target). */
-  begin(base: CommittedReplica | undefined): Promise<ReplicaPass>;
+  /**
+   * Starts a pass on top of what the target holds (`base` undefined: a new, all-zero target).
+   * `final`: the pass inside a cutover's downtime (the source is stopped), where a target should
+   * not do more than the blocks need (a vSphere chain is not collapsed then).
+   */
+  begin(base: CommittedReplica | undefined, options?: { readonly final?: boolean }): Promise<ReplicaPass>;
   /**
    * Reopens an interrupted pass from its journal. Undefined when that pass can no longer take
    * writes (e.g. its pending snapshot expired): the rerun then starts a new pass from `base`.

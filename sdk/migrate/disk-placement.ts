@@ -54,6 +54,8 @@ export interface PlaceDiskArgs {
    * rolled-back move leaves the record on the source. @default true
    */
   readonly record?: boolean;
+  /** The cutover's final pass, inside the downtime (ReplicaTarget.begin). @default false */
+  readonly final?: boolean;
 }
 
 /** A boot disk's fixups, as the migration policy and the target give them. */
@@ -113,7 +115,7 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
     const driver = await diskDriverFor(args.target);
     const { target, close } = await driver.openReplicaTarget(args.target, source.virtualSizeBytes, contextOf(args.vsphere));
     try {
-      const result = await replicate(source, target, { store, key, ...(args.onProgress ? { onProgress: args.onProgress } : {}) });
+      const result = await replicate(source, target, { store, key, final: args.final === true, ...(args.onProgress ? { onProgress: args.onProgress } : {}) });
       const policy = args.verify ?? { mode: "sampled", blocks: 64 };
       let verifiedBlocks = 0;
       if (policy.mode !== "none") {

@@ -266,6 +266,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
           ...(boot === undefined ? {} : { fixups: latest.has(disk.id) ? { ...boot, testBoot: undefined } : boot }),
           ...(request.onStep ? { onStep: request.onStep } : {}),
           record: false,
+          final: phase === "final pass",
         });
         if (phase === "final pass" && result.fixups !== undefined) finalFixups = result.fixups;
         latest.set(disk.id, recordOf(disk.id, disk.target, result, latest.get(disk.id)));

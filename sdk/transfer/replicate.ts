@@ -28,6 +28,8 @@ export interface ReplicateOptions {
   readonly blockSizeBytes?: number;
   readonly onProgress?: (progress: ReplicateProgress) => void;
   readonly signal?: AbortSignal;
+  /** The pass inside a cutover's downtime (ReplicaTarget.begin). @default false */
+  readonly final?: boolean;
   /** Told once per block written (tests count them; the CLI shows them). */
   readonly onBlockSent?: (blockIndex: number, zero: boolean) => void;
 }
@@ -92,7 +94,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
     }
   }
   const resumed = resumedPass !== undefined;
-  const pass = resumedPass ?? (await target.begin(committed));
+  const pass = resumedPass ?? (await target.begin(committed, { final: options.final === true }));
   const journal = await store.openJournal(key);
   const inFlight = new Set<Promise<void>>();
   try {

@@ -15,7 +15,8 @@
 //                              open. It is written last, so a pass cut off before its commit
 //                              leaves the disk as it was, and the next pass overwrites its files.
 // A pass that finds nothing changed adds no layer. The pass after MAX_LAYERS layers (or one over a
-// disk this code did not lay out) collapses the chain: it writes a new flat base, taking the
+// disk this code did not lay out; a cutover's final pass waits up to MAX_LAYERS_FINAL, so the
+// downtime never holds a whole-disk write) collapses the chain: it writes a new flat base, taking the
 // blocks it does not send from the chain; the layers below go when the next pass begins, once the
 // record names the new base. A delta past COWD's 2 TiB limit is written the same way. A top one
 // layer above the record (a run killed between the two) is put back to the recorded layer.
@@ -33,8 +34,13 @@ import type { VsphereClient } from "./client.ts";
 import { datastorePathOf, datastoreUrl, deleteDatastoreFile, listDatastoreFolder, openDatastoreDisk, openDatastoreFile, type DatastoreFile } from "./datastore.ts";
 import { startUpload, type UploadTarget } from "./upload.ts";
 
-/** Layers a chain may reach before the next pass collapses it; ESXi allows 32 deltas. */
+/** Layers a chain may reach before the next pass collapses it. */
 export const MAX_LAYERS = 16;
+/**
+ * A final pass (inside a cutover's downtime) adds a delta rather than collapse, up to this many
+ * layers: ESXi allows 32 deltas in a chain. The next warm pass collapses.
+ */
+export const MAX_LAYERS_FINAL = 30;
 const SECTOR = 512;
 /** Bytes of the chain read at a time while a collapse fills the blocks it does not send. */
 const FILL_BYTES = 4 * 1024 * 1024;
@@ -118,7 +124,7 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
     }
   }
 
-  async function begin(base: CommittedReplica | undefined): Promise<ReplicaPass> {
+  async function begin(base: CommittedReplica | undefined, options: { readonly final?: boolean } = {}): Promise<ReplicaPass> {
     const below = base === undefined ? undefined : layerOf(base.targetState);
     if (below !== undefined) {
       await checkTop(below);
@@ -166,7 +172,8 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
           if (last !== undefined && last.startSector + last.sectors === start) runs[runs.length - 1] = { startSector: last.startSector, sectors: last.sectors + length };
           else runs.push({ startSector: start, sectors: length });
         }
-        const layout = below === undefined || below.layer >= MAX_LAYERS ? undefined : layoutCowdDelta(sectors, runs);
+        const limit = options.final === true ? MAX_LAYERS_FINAL : MAX_LAYERS;
+        const layout = below === undefined || below.layer - below.base + 1 >= limit ? undefined : layoutCowdDelta(sectors, runs);
         flat = layout === undefined;
         extentName = flat && layer === 1 ? `${stem}-flat.vmdk` : `${stem}-pw${layer}-${flat ? "flat" : "delta"}.vmdk`;
         const extent = at(extentName);

@@ -43,8 +43,8 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
 
   const folder = async () => ((await listDatastoreFolder(client, { ...FILE, path: "replica" })) ?? []).sort();
 
-  /** One pass; `failAtRead` makes the source's read of that number (1-based) fail. */
-  async function pass(failAtRead?: number) {
+  /** One pass; `failAtRead` makes the source's read of that number (1-based) fail; `final` is a cutover's final pass. */
+  async function pass(failAtRead?: number, final = false) {
     const opened = await openDisk(raw, { format: "raw" });
     let reads = 0;
     const source = {
@@ -53,7 +53,7 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
       read: (offset: number, length: number, into?: Buffer) => (++reads === failAtRead ? Promise.reject(new Error("the source went away")) : opened.read(offset, length, into)),
     };
     try {
-      return await replicate(source, vsphereReplicaTarget({ client, file: FILE, virtualSizeBytes: source.virtualSizeBytes }), { store, key: "web-disk0" });
+      return await replicate(source, vsphereReplicaTarget({ client, file: FILE, virtualSizeBytes: source.virtualSizeBytes }), { store, key: "web-disk0", final });
     } finally {
       await opened.close();
       scanReads = reads;
@@ -137,22 +137,28 @@ describe("vSphere replica target: a flat base and ESXi delta disks (vcsim)", { t
     await assertHolds("after a lost record");
   });
 
-  it(`GIVEN a chain of ${MAX_LAYERS} layers WHEN the next pass runs THEN it collapses the chain into one flat base, and the next pass deletes the layers below`, async () => {
+  it(`GIVEN a chain of ${MAX_LAYERS} layers WHEN a cutover's final pass runs THEN it still adds a delta; the next warm pass collapses the chain into one flat base, the one after deletes the old layers, and deltas follow again`, async () => {
     for (let i = 0; layerOfRecord(await store.loadCommitted("web-disk0")) < MAX_LAYERS; i++) {
       await scribble((8 + i) * MiB, Buffer.alloc(4096, i + 1));
       assert.equal((await pass()).blocksSent, 1);
     }
     assert.ok((await folder()).includes(`web-disk0-pw${MAX_LAYERS}-delta.vmdk`));
+    await scribble(29 * MiB, Buffer.alloc(4096, 0xdd));
+    assert.equal((await pass(undefined, true)).blocksSent, 1);
+    assert.ok((await folder()).includes(`web-disk0-pw${MAX_LAYERS + 1}-delta.vmdk`), "the downtime holds no whole-disk write");
     await scribble(30 * MiB, Buffer.alloc(4096, 0xee));
     const result = await pass();
     assert.equal(result.blocksSent, 1, "a collapse still takes only the changed block from the source");
-    const next = MAX_LAYERS + 1;
-    assert.ok((await folder()).includes(`web-disk0-pw${next}-flat.vmdk`));
+    const base = MAX_LAYERS + 2;
+    assert.ok((await folder()).includes(`web-disk0-pw${base}-flat.vmdk`));
     assert.ok((await folder()).includes(`web-disk0-pw${MAX_LAYERS}-delta.vmdk`), "the old chain stays until the record names the new base");
     await assertHolds("collapsed");
     assert.equal((await pass()).blocksSent, 0);
-    assert.deepEqual(await folder(), [`web-disk0-pw${next}-flat.vmdk`, `web-disk0-pw${next}.vmdk`, "web-disk0.vmdk"]);
-    await assertHolds("collapsed, old chain gone");
+    assert.deepEqual(await folder(), [`web-disk0-pw${base}-flat.vmdk`, `web-disk0-pw${base}.vmdk`, "web-disk0.vmdk"]);
+    await scribble(31 * MiB, Buffer.alloc(4096, 0xcc));
+    assert.equal((await pass()).blocksSent, 1);
+    assert.ok((await folder()).includes(`web-disk0-pw${base + 1}-delta.vmdk`), "a delta over the new base, not another collapse");
+    await assertHolds("a delta over the collapsed base");
   });
 
   it("GIVEN the chain consolidated outside us (the top names another extent) WHEN a pass runs THEN it is refused with a coded error and nothing is written", async () => {
