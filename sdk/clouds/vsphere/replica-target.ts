@@ -85,7 +85,7 @@ export function vsphereReplicaTarget(options: VsphereReplicaOptions): ReplicaTar
 
   /** Deletes this disk's files, keeping layers from `keepFrom` up and the top copy when given. */
   async function deleteLayers(keepFrom: number | undefined): Promise<void> {
-    const names = (await listDatastoreFolder(client, at(""))) ?? [];
+    const names = (await listDatastoreFolder(client, { ...file, path: folder })) ?? [];
     for (const name of names) {
       const match = ours.exec(name);
       if (match === null) continue;
