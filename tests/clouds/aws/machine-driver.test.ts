@@ -187,8 +187,8 @@ describe("AWS machine driver and instance volumes (moto behind a recording proxy
     return { workload: workloadNamed(name), placement: placementSchema.parse({ kind: "aws", region: moto.region, endpoint: proxy.endpoint, launch }), disks: [] };
   }
 
-  /** RunInstances as the aws placement's instance looks: /dev/xvda, then /dev/sdf, tagged with the workload. */
-  async function launch(tags: Record<string, string>, sdfSnapshotId?: string): Promise<string> {
+  /** RunInstances as the aws placement's instance looks: /dev/xvda, then /dev/sdf (each from a snapshot when given), tagged with the workload. */
+  async function launch(tags: Record<string, string>, sdfSnapshotId?: string, xvdaSnapshotId?: string): Promise<string> {
     const out = await direct.ec2.send(
       new RunInstancesCommand({
         ImageId: imageId,
@@ -196,7 +196,7 @@ describe("AWS machine driver and instance volumes (moto behind a recording proxy
         MaxCount: 1,
         InstanceType: "t3.micro",
         BlockDeviceMappings: [
-          { DeviceName: "/dev/xvda", Ebs: { VolumeSize: 1 } },
+          { DeviceName: "/dev/xvda", Ebs: { VolumeSize: 1, ...(xvdaSnapshotId === undefined ? {} : { SnapshotId: xvdaSnapshotId }) } },
           { DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, ...(sdfSnapshotId === undefined ? {} : { SnapshotId: sdfSnapshotId }) } },
         ],
         ...(Object.keys(tags).length === 0 ? {} : { TagSpecifications: [{ ResourceType: "instance", Tags: Object.entries(tags).map(([Key, Value]): Tag => ({ Key, Value })) }] }),
@@ -519,20 +519,7 @@ describe("AWS machine driver and instance volumes (moto behind a recording proxy
       // Placed on EBS (snapshots moto keeps the bytes of), then the instance launched from them, as the official Instance would be.
       const placed = await placeWorkload({ workload, placement: aws, disks: [], stateDir }, { stateDir, verify: "none" }, ids.map((id) => ({ id, source: sources[id], sourceFormat: "raw", target: diskTargetFor(aws, "mover", id) })));
       const origin = Object.fromEntries(placed.disks.map((d) => [d.id, d.location]));
-      const run = await direct.ec2.send(
-        new RunInstancesCommand({
-          ImageId: imageId,
-          MinCount: 1,
-          MaxCount: 1,
-          InstanceType: "t3.micro",
-          BlockDeviceMappings: [
-            { DeviceName: "/dev/xvda", Ebs: { VolumeSize: 1, SnapshotId: origin.root } },
-            { DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, SnapshotId: origin.data } },
-          ],
-          TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: "portable:workload", Value: "mover" }] }],
-        }),
-      );
-      const instanceId = run.Instances![0]!.InstanceId!;
+      const instanceId = await launch({ "portable:workload": "mover" }, origin.data, origin.root);
       const volumes = { root: await volumeAt(instanceId, "/dev/xvda"), data: await volumeAt(instanceId, "/dev/sdf") };
       const originOf = new Map([[volumes.root, origin.root!], [volumes.data, origin.data!]]);
       // The stand-in (NOT moto): a snapshot of a volume reads as the snapshot the volume was launched from.
