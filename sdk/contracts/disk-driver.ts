@@ -25,6 +25,11 @@ export interface DiskContext {
     /** The placed disk's size, which a cloud volume (whole GiB) may exceed. */
     readonly virtualSizeBytes?: number;
   };
+  /**
+   * The replica a pass reading the live disk commits to: a platform that tracks changes
+   * (DiskSource.changes) keeps its tracking per replica.
+   */
+  readonly track?: { readonly key: string };
 }
 
 export interface OpenedReplica {
@@ -51,6 +56,11 @@ export interface DiskDriver {
    * Undefined: read the committed replica back (a snapshot chain, a blob).
    */
   openLive?(target: string, context: DiskContext): Promise<DiskSource | undefined>;
+  /**
+   * Bytes the live disk at `target` changed since a pass's change token, from its change
+   * tracking and without reading the disk (what a plan moves). Undefined when it cannot say.
+   */
+  changedBytesSince?(target: string, token: string, context: DiskContext): Promise<number | undefined>;
   /** Deletes the disk at `target` (and folders it leaves empty), given its replica record. */
   remove(target: string, committed: CommittedReplica | undefined, virtualSizeBytes: number, context: DiskContext): Promise<void>;
   /** A local image file QEMU can open as a backing file (fixups), when the disk is one. */

@@ -17,6 +17,8 @@ export interface PassFigures {
   readonly blocksSent: number;
   readonly seconds: number;
   readonly finishedAt: string;
+  /** How the pass found its changes: the source's change tracking, or a full scan. */
+  readonly scan?: "tracked" | "full";
 }
 
 /** What the target holds after its last completed pass. */
@@ -25,6 +27,11 @@ export interface CommittedReplica {
   /** e.g. a file path, `snap-…`, a blob URL without its SAS. */
   readonly location: string;
   readonly targetState: TargetState;
+  /**
+   * The source's change-tracking token of the view this pass read (DiskSource.changes): the
+   * next pass asks the source what changed since it.
+   */
+  readonly changeToken?: string;
   readonly passes: number;
   readonly lastPass?: PassFigures;
 }

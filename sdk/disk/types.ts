@@ -39,6 +39,32 @@ export interface ByteSource {
   close(): Promise<void>;
 }
 
+/** A range of a disk that may have changed (change tracking). */
+export interface DirtyRange {
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+}
+
+/**
+ * A live source's change tracking (a QEMU dirty bitmap, vSphere CBT): what may have changed
+ * since an earlier view, so a pass reads only that. A tracker that cannot be sure says so
+ * (undefined), and the pass reads everything: tracking never misses a write.
+ */
+export interface ChangeTracking {
+  /**
+   * Names this view for the next pass: the tracking behind it started before this view was
+   * taken. A pass keeps it with its commit.
+   */
+  readonly token: string;
+  /**
+   * The ranges that may differ from what the view named `since` read: ascending, not
+   * overlapping. Undefined when the tracker cannot say (tracking lost or reset, another disk).
+   */
+  changedSince(since: string): Promise<AsyncIterable<DirtyRange> | undefined>;
+  /** The pass over this view was committed with `token`: older tracking may go. */
+  committed(): void;
+}
+
 /** A virtual disk to read from: an image file of some format, a snapshot, a blob. */
 export interface DiskSource {
   readonly format: DiskFormatName | string;
@@ -63,6 +89,8 @@ export interface DiskSource {
    * from a backing file, remote); the caller then reads.
    */
   fileSpan?(offsetBytes: number, lengthBytes: number): Promise<FileSpan | undefined>;
+  /** Change tracking, when the source is a live disk whose platform tracks writes. */
+  readonly changes?: ChangeTracking;
   close(): Promise<void>;
 }
 

@@ -106,7 +106,7 @@ export function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
 async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
-  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere, args.live);
+  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere, args.live, key);
   let fixed: FixedSource | undefined;
   try {
     fixed = await fixSource(args, opened, key);
@@ -198,13 +198,18 @@ function contextOf(vsphere: VsphereConnection | undefined): DiskContext {
 /**
  * A placed disk as a source (what a move copies from): the live disk where a machine may write
  * to it (at a point in time), else its committed replica read back (an EBS chain, a blob).
+ * `trackFor`: the replica key the pass commits to, for a platform that tracks changes.
  */
-export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection, running?: { readonly workload: Workload; readonly placement: Placement }): Promise<DiskSource> {
+export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection, running?: { readonly workload: Workload; readonly placement: Placement }, trackFor?: string): Promise<DiskSource> {
   const key = replicaKey(workload, disk, target);
   const committed = await store.loadCommitted(key);
   if (committed === undefined) throw new PortableError("REPLICA_MISSING", `disk ${disk} of ${workload}: no committed replica on ${target} to move from (state ${store.reference(key)})`);
   const driver = await diskDriverFor(target);
-  const live = await driver.openLive?.(target, { ...contextOf(vsphere), ...(running === undefined ? {} : { live: { ...running, diskId: disk, virtualSizeBytes: committed.manifest.virtualSizeBytes } }) });
+  const live = await driver.openLive?.(target, {
+    ...contextOf(vsphere),
+    ...(running === undefined ? {} : { live: { ...running, diskId: disk, virtualSizeBytes: committed.manifest.virtualSizeBytes } }),
+    ...(trackFor === undefined ? {} : { track: { key: trackFor } }),
+  });
   if (live !== undefined) return live;
   const { target: replica, close } = await driver.openReplicaTarget(target, committed.manifest.virtualSizeBytes, contextOf(vsphere));
   try {
@@ -232,7 +237,9 @@ export async function refreshSourceRecord(args: { readonly stateDir: string; rea
   const sourceKey = replicaKey(args.workload, args.disk, args.source);
   const [was, now] = await Promise.all([store.loadCommitted(sourceKey), store.loadCommitted(replicaKey(args.workload, args.disk, args.target))]);
   if (was === undefined || now === undefined) return;
-  await store.commit(sourceKey, { ...was, manifest: now.manifest });
+  // The manifest is no longer what the view of `was.changeToken` read: that token goes with it.
+  const { changeToken: _stale, ...rest } = was;
+  await store.commit(sourceKey, { ...rest, manifest: now.manifest });
 }
 
 /**

@@ -58,8 +58,9 @@ const committedSchema = z.object({
   manifest: z.custom<ManifestJson>((value) => typeof value === "object" && value !== null),
   location: z.string(),
   targetState: targetStateSchema,
+  changeToken: z.string().max(4096).optional(),
   passes: z.number().int().nonnegative(),
-  lastPass: z.object({ bytesSent: z.number(), scannedBytes: z.number().optional(), blocksSent: z.number(), seconds: z.number(), finishedAt: z.string() }).optional(),
+  lastPass: z.object({ bytesSent: z.number(), scannedBytes: z.number().optional(), blocksSent: z.number(), seconds: z.number(), finishedAt: z.string(), scan: z.enum(["tracked", "full"]).optional() }).optional(),
 });
 const journalLine = z.discriminatedUnion("t", [
   z.object({ t: z.literal("begin"), base: z.string(), target: targetStateSchema }),
@@ -92,8 +93,8 @@ export class FileReplicaStore implements ReplicaStore {
     if (!parsed.success) {
       throw new InvalidArgsError("REPLICA_STATE_INVALID", `replica ${key}: the committed state is not valid: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
     }
-    const { manifest, location, targetState, passes, lastPass } = parsed.data;
-    return { manifest: BlockManifest.fromJSON(manifest), location, targetState, passes, ...(lastPass === undefined ? {} : { lastPass }) };
+    const { manifest, location, targetState, changeToken, passes, lastPass } = parsed.data;
+    return { manifest: BlockManifest.fromJSON(manifest), location, targetState, ...(changeToken === undefined ? {} : { changeToken }), passes, ...(lastPass === undefined ? {} : { lastPass }) };
   }
 
   async loadPending(key: string): Promise<PendingPass | undefined> {
@@ -159,6 +160,7 @@ export class FileReplicaStore implements ReplicaStore {
       manifest: replica.manifest.toJSON(),
       location: replica.location,
       targetState: replica.targetState,
+      ...(replica.changeToken === undefined ? {} : { changeToken: replica.changeToken }),
       passes: replica.passes,
       ...(replica.lastPass === undefined ? {} : { lastPass: replica.lastPass }),
     };

@@ -7,6 +7,12 @@
 // continues the same pass on the same target state (the same pending EBS snapshot, the same
 // file or blob), re-sends no acknowledged block, and rewrites the blocks whose writes were cut
 // off. A pass is committed (the target sealed, the state saved) only when every write is done.
+//
+// Change tracking: a source that tracks its writes (DiskSource.changes: a QEMU dirty bitmap)
+// gives a token with each view, kept in the committed record. The next pass asks the source what
+// changed since that token and reads and hashes only those ranges; a tracker that cannot say
+// (lost, reset, another source) gets the full scan. The manifest stays the truth of what the
+// target holds: tracking only narrows what is read.
 import { InvalidArgsError } from "../errors.ts";
 import type { DiskSource } from "../disk/types.ts";
 import type { ReplicaPass, ReplicaTarget, TargetState } from "../contracts/replica-target.ts";
@@ -45,6 +51,10 @@ export interface ReplicateResult {
   readonly bytesSent: number;
   /** Blocks the journal showed as already written by an interrupted run. */
   readonly blocksResumed: number;
+  /** Source bytes read to find the changes (a tracked pass reads only its changed ranges). */
+  readonly bytesRead: number;
+  /** How the changes were found: the source's change tracking, or a read of every allocated block. */
+  readonly scan: "tracked" | "full";
   readonly resumed: boolean;
   readonly seconds: number;
   readonly passes: number;
@@ -176,12 +186,14 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       return read;
     };
 
+    // What the source's tracker says changed since the committed pass; undefined: scan all.
+    const changed = committed?.changeToken !== undefined && source.changes !== undefined ? await source.changes.changedSince(committed.changeToken) : undefined;
     let nextBlock = 0;
     let scanned = 0;
-    for await (const extent of source.extents()) {
+    for await (const extent of changed ?? source.extents()) {
       if (failure !== undefined) break;
       const end = extent.offsetBytes + extent.lengthBytes;
-      if (extent.kind === "zero") {
+      if ("kind" in extent && extent.kind === "zero") {
         scanned = end;
         continue;
       }
@@ -189,7 +201,8 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       while (block * blockBytes < end) {
         if (failure !== undefined) break;
         options.signal?.throwIfAborted();
-        await clearHeldBefore(block);
+        // A tracked pass knows every unchanged block is as the target holds it.
+        if (changed === undefined) await clearHeldBefore(block);
         const start = block * blockBytes;
         const length = Math.min(READ_BYTES, source.virtualSizeBytes - start, Math.ceil((end - start) / blockBytes) * blockBytes);
         // A fresh buffer per read: its blocks may be in flight after the loop moves on.
@@ -208,7 +221,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       }
       nextBlock = block;
     }
-    if (failure === undefined) await clearHeldBefore(Number.MAX_SAFE_INTEGER);
+    if (failure === undefined && changed === undefined) await clearHeldBefore(Number.MAX_SAFE_INTEGER);
     if (planned !== undefined && failure === undefined) {
       try {
         bytesRead += await sendPlanned(planned);
@@ -235,15 +248,19 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
       manifest,
       location: sealed.location,
       targetState: sealed.state,
+      ...(source.changes === undefined ? {} : { changeToken: source.changes.token }),
       passes,
-      lastPass: { bytesSent: counters.bytesSent, scannedBytes: bytesRead, blocksSent: counters.blocksSent, seconds, finishedAt: new Date().toISOString() },
+      lastPass: { bytesSent: counters.bytesSent, scannedBytes: bytesRead, blocksSent: counters.blocksSent, seconds, finishedAt: new Date().toISOString(), scan: changed === undefined ? "full" : "tracked" },
     });
+    source.changes?.committed();
     return {
       manifest,
       location: sealed.location,
       targetState: sealed.state,
       ...counters,
       blocksResumed,
+      bytesRead,
+      scan: changed === undefined ? "full" : "tracked",
       resumed,
       seconds,
       passes,

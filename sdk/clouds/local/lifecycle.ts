@@ -11,7 +11,8 @@ import { DEFAULT_QEMU_BINARY, resolveAccel, type AccelChoice, type ResolvedAccel
 import type { LocalDatastore } from "./datastore.ts";
 import { resolveFirmware, type FirmwareLookupOptions } from "./firmware.ts";
 import { checkLocalName, type LocalMachineDefinition } from "./machine.ts";
-import { connectQmp } from "./qmp.ts";
+import { connectQmp, type QmpClient } from "./qmp.ts";
+import { clearHarvest, harvestBitmaps, isTrackingBitmap, sealHarvest } from "./change-tracking.ts";
 import { renderQemuArgs } from "./qemu-args.ts";
 
 /** sun_path is 108 bytes on Linux, including the terminating NUL. */
@@ -222,6 +223,7 @@ export async function stopMachine(store: LocalDatastore, name: string, options: 
     qmp = undefined;
   }
   try {
+    if (qmp !== undefined && (await hasTrackingBitmaps(qmp))) return await stopTracked(qmp, files, pid, gone, options);
     if (qmp !== undefined) {
       await qmp.execute("system_powerdown").catch(() => {});
       if (await waitUntil(gone, options.graceMs ?? DEFAULT_POWERDOWN_GRACE_MS)) return { method: "powerdown", pid };
@@ -240,6 +242,40 @@ export async function stopMachine(store: LocalDatastore, name: string, options: 
     qmp?.close();
     await cleanup();
   }
+}
+
+async function hasTrackingBitmaps(qmp: QmpClient): Promise<boolean> {
+  const blocks = (await qmp.execute("query-block").catch(() => [])) as Array<{ inserted?: { "dirty-bitmaps"?: Array<{ name: string }> } }>;
+  return blocks.some((b) => (b.inserted?.["dirty-bitmaps"] ?? []).some((m) => isTrackingBitmap(m.name)));
+}
+
+/**
+ * The stop of a machine whose disks QEMU tracks (change-tracking.ts): the guest's shutdown
+ * pauses QEMU instead of ending it (or, past the grace, QEMU pauses the guest), the bitmaps'
+ * ranges are saved, then QEMU quits and the saved ranges are sealed to the disk files as they
+ * are now, so the final pass reads only what changed.
+ */
+async function stopTracked(qmp: QmpClient, files: MachineFiles, pid: number, gone: () => Promise<boolean>, options: StopMachineOptions): Promise<StopResult> {
+  await qmp.execute("set-action", { shutdown: "pause" }).catch(() => {});
+  await qmp.execute("system_powerdown").catch(() => {});
+  const halted = async () => (await gone()) || ((await qmp.execute("query-status").catch(() => ({ running: false }))) as { running: boolean }).running === false;
+  const graceful = await waitUntil(halted, options.graceMs ?? DEFAULT_POWERDOWN_GRACE_MS);
+  if (!graceful) await qmp.execute("stop").catch(() => {});
+  await clearHarvest(files.dir);
+  if (!(await gone())) await harvestBitmaps((fn) => fn(qmp), files.dir).catch(() => {});
+  await qmp.execute("quit").catch(() => {});
+  let method: StopResult["method"] = graceful ? "powerdown" : "quit";
+  if (!(await waitUntil(gone, options.quitTimeoutMs ?? DEFAULT_QUIT_TIMEOUT_MS))) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // It exited between the check and the kill.
+    }
+    if (!(await waitUntil(gone, DEFAULT_QUIT_TIMEOUT_MS))) throw new CloudError("LOCAL_QEMU_UNKILLABLE", `local: qemu pid ${pid} survived SIGKILL`, { context: { pid } });
+    method = "kill";
+  }
+  await sealHarvest(files.dir);
+  return { method, pid };
 }
 
 /**

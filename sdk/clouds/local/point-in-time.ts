@@ -4,16 +4,21 @@
 // `block-commit` folds the overlay back (an active commit: the job becomes ready, then
 // `block-job-complete` pivots the guest back onto the disk) and the overlay file is removed.
 // A machine that is not running needs none of this: its disk file is already still.
+//
+// With `track` (a replica key), the view carries change tracking (change-tracking.ts): a new
+// dirty bitmap is added before the freeze, and the last pass's bitmap (or a stop's harvest of
+// it) says what changed since that pass.
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { CloudError } from "../../errors.ts";
 import type { PointInTime } from "../../contracts/point-in-time.ts";
-import type { DiskSource } from "../../disk/types.ts";
+import type { ChangeTracking, DiskSource } from "../../disk/types.ts";
 import { openDisk } from "../../disk/open.ts";
 import type { LocalDatastore } from "./datastore.ts";
 import { machineFiles, machineStatus } from "./lifecycle.ts";
 import type { LocalMachineDefinition } from "./machine.ts";
 import { connectQmp, type QmpClient } from "./qmp.ts";
+import { addBitmap, bitmapToken, changedBytesSince, exportBitmap, retireBitmaps, stoppedTracking, trackedNode, usableBitmap } from "./change-tracking.ts";
 
 /** How long an active commit may take to become ready and to pivot back. */
 export const COMMIT_TIMEOUT_MS = 120_000;
@@ -50,7 +55,7 @@ interface BlockInfo {
  * Freezes the disk file at `path` if a running machine of the datastore has it open (found by
  * its QEMU argv, then its QMP block list); otherwise opens the file as it is.
  */
-export async function freezeFile(store: LocalDatastore, path: string, format: "raw" | "qcow2" = "raw"): Promise<FrozenDisk> {
+export async function freezeFile(store: LocalDatastore, path: string, format: "raw" | "qcow2" = "raw", track?: TrackOptions): Promise<FrozenDisk> {
   const wanted = resolve(path);
   const names = await readdir(join(store.root, "machines")).catch(() => [] as string[]);
   for (const name of names) {
@@ -59,48 +64,119 @@ export async function freezeFile(store: LocalDatastore, path: string, format: "r
     if (!(await readFile(files.args, "utf8").catch(() => "")).includes(wanted)) continue;
     const blocks = (await withQmp(files.qmpSocket, (qmp) => qmp.execute("query-block"))) as BlockInfo[];
     const drive = blocks.find((b) => b.inserted?.file !== undefined && resolve(b.inserted.file) === wanted)?.device;
-    if (drive !== undefined) return freezeDrive(files, drive, wanted, format);
+    if (drive !== undefined) return freezeDrive(files, drive, wanted, format, track);
   }
-  const source = await openDisk(wanted, { format });
-  return { source, frozen: false, release: () => source.close() };
+  return openStill(store, wanted, format, track);
+}
+
+/**
+ * Bytes the disk file at `path` changed since `token`, from the bitmaps of the running machines
+ * of the datastore, or a stop's harvest: nothing of the disk is read.
+ */
+export async function trackedChangedBytes(store: LocalDatastore, path: string, token: string): Promise<number | undefined> {
+  const dirs = await machineDirs(store);
+  const running = [];
+  for (const name of await readdir(join(store.root, "machines")).catch(() => [] as string[])) {
+    if ((await machineStatus(store, name).catch(() => undefined))?.state !== "running") continue;
+    const socket = (await machineFiles(store, name)).qmpSocket;
+    running.push({ qmp: <T>(fn: (qmp: QmpClient) => Promise<T>) => withQmp(socket, fn) });
+  }
+  return changedBytesSince(token, resolve(path), dirs, running);
+}
+
+/** Change tracking for replica `key`: the pass that reads the view commits under this key. */
+export interface TrackOptions {
+  readonly key: string;
+  /** Runs once the new bitmap records and before the freeze (tests write in that window). */
+  readonly afterStart?: () => Promise<void>;
+}
+
+/** A disk no machine runs on: read as it is; its tracking is its stamp and a stop's harvest. */
+async function openStill(store: LocalDatastore, path: string, format: "raw" | "qcow2" | "vmdk" | "vhd" | "vhdx", track: TrackOptions | undefined): Promise<FrozenDisk> {
+  const source = await openDisk(path, { format });
+  if (track === undefined) return { source, frozen: false, release: () => source.close() };
+  const dirs = await machineDirs(store);
+  const changes = await stoppedTracking(path, dirs);
+  return { source: withChanges(source, changes), frozen: false, release: () => source.close() };
+}
+
+async function machineDirs(store: LocalDatastore): Promise<string[]> {
+  const names = await readdir(join(store.root, "machines")).catch(() => [] as string[]);
+  return names.map((n) => join(store.root, "machines", n));
+}
+
+function withChanges(source: DiskSource, changes: ChangeTracking): DiskSource {
+  return { ...source, extents: () => source.extents(), read: (o, l, into) => source.read(o, l, into), ...(source.fileSpan ? { fileSpan: (o: number, l: number) => source.fileSpan!(o, l) } : {}), changes, close: () => source.close() };
 }
 
 /**
  * Freezes disk `diskId` of `machine` (QEMU drive `drive<index>`, as qemu-args.ts names them) and
  * opens it read-only. The overlay lives in the machine's state folder.
  */
-export async function freezeDisk(store: LocalDatastore, machine: LocalMachineDefinition, diskId: string): Promise<FrozenDisk> {
+export async function freezeDisk(store: LocalDatastore, machine: LocalMachineDefinition, diskId: string, track?: TrackOptions): Promise<FrozenDisk> {
   const index = machine.disks.findIndex((d) => d.id === diskId);
   const disk = machine.disks[index];
   if (disk === undefined) throw new CloudError("LOCAL_DISK_UNKNOWN", `local: machine "${machine.name}" has no disk "${diskId}"`);
   const format = disk.format === "vpc" ? "vhd" : disk.format;
   const status = await machineStatus(store, machine.name);
-  if (status.state !== "running") {
-    const source = await openDisk(disk.path, { format });
-    return { source, frozen: false, release: () => source.close() };
-  }
-  return freezeDrive(await machineFiles(store, machine.name), `drive${index}`, disk.path, format);
+  if (status.state !== "running") return openStill(store, resolve(disk.path), format, track);
+  return freezeDrive(await machineFiles(store, machine.name), `drive${index}`, resolve(disk.path), format, track);
 }
 
-async function freezeDrive(files: { readonly dir: string; readonly qmpSocket: string }, drive: string, path: string, format: "raw" | "qcow2" | "vmdk" | "vhd" | "vhdx"): Promise<FrozenDisk> {
+async function freezeDrive(files: { readonly dir: string; readonly qmpSocket: string }, drive: string, path: string, format: "raw" | "qcow2" | "vmdk" | "vhd" | "vhdx", track?: TrackOptions): Promise<FrozenDisk> {
   const job = `portable-commit-${drive}`;
   const overlay = join(files.dir, `${drive}-overlay.qcow2`);
+  const qmp = <T>(fn: (client: QmpClient) => Promise<T>) => withQmp(files.qmpSocket, fn);
   // QMP serves one client at a time: connect per step, never hold the monitor while frozen.
   await rm(overlay, { force: true });
-  await withQmp(files.qmpSocket, (qmp) => qmp.execute("blockdev-snapshot-sync", { device: drive, "snapshot-file": overlay, format: "qcow2", mode: "absolute-paths" }));
+  // Tracking starts before the freeze: a write after this point is in the new bitmap.
+  const tracked = track === undefined ? undefined : await qmp(async (client) => {
+    const node = await trackedNode(client, drive);
+    if (node === undefined) return undefined;
+    return { node, bitmap: await addBitmap(client, node.node, track.key, format === "qcow2") };
+  });
+  await track?.afterStart?.();
+  await qmp((client) => client.execute("blockdev-snapshot-sync", { device: drive, "snapshot-file": overlay, format: "qcow2", mode: "absolute-paths" }));
   let source: DiskSource;
   try {
     source = await openDisk(path, { format });
   } catch (error) {
-    await withQmp(files.qmpSocket, (qmp) => commit(qmp, drive, job, overlay));
+    await qmp((client) => commit(client, drive, job, overlay));
     throw error;
   }
+  const exports: Array<{ close(): Promise<void> }> = [];
+  let committed = false;
+  let since: string | undefined;
+  const changes: ChangeTracking | undefined = tracked === undefined ? undefined : {
+    token: bitmapToken(tracked.bitmap),
+    async changedSince(token) {
+      since = token;
+      const name = token.startsWith("qemu-bitmap:") ? token.slice("qemu-bitmap:".length) : undefined;
+      if (name !== undefined && usableBitmap(tracked.node, name)) {
+        const exported = await exportBitmap(qmp, files.dir, tracked.node.node, name);
+        exports.push(exported);
+        return exported.ranges;
+      }
+      // Not in this QEMU (restarted since, or stopped in between): a stop's harvest may answer.
+      return (await stoppedTracking(path, [files.dir])).changedSince(token);
+    },
+    committed() {
+      committed = true;
+    },
+  };
   return {
-    source,
+    source: changes === undefined ? source : withChanges(source, changes),
     frozen: true,
     async release() {
       await source.close();
-      await withQmp(files.qmpSocket, (qmp) => commit(qmp, drive, job, overlay));
+      for (const e of exports.splice(0)) await e.close().catch(() => {});
+      await qmp((client) => commit(client, drive, job, overlay));
+      // The committed pass's bitmap stays (the next pass reads it); every other one of this key goes.
+      // A pass that did not commit leaves the record on the bitmap it read from.
+      if (tracked !== undefined && track !== undefined) {
+        const keep = committed ? tracked.bitmap : since?.startsWith("qemu-bitmap:") === true ? since.slice("qemu-bitmap:".length) : undefined;
+        await qmp((client) => retireBitmaps(client, tracked.node.node, track.key, keep));
+      }
     },
   };
 }
