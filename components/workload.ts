@@ -72,6 +72,7 @@ export class Workload extends pulumi.ComponentResource {
         mode: migration.mode,
         cutover: migration.cutover,
         maxPasses: migration.maxPasses,
+        verify: migration.verify,
         stateDir,
         stopGraceSeconds: migration.stopGraceSeconds,
         fixups: migration.fixups,

@@ -2,10 +2,12 @@
 // recorded in the state directory, else its spec source), where it goes, the bytes to move
 // (exact: against the replica's manifest when one exists there, so a flip back is a delta),
 // the conversion, the expected downtime, and readiness findings for the target from inspecting
-// the guest on the disk.
+// the guest on the disk. A disk whose replica the source's change tracker answers for (a local
+// machine's dirty bitmap) is planned from its count: nothing of it is read, except the boot
+// disk's filesystems, which readiness inspects.
 import type { CommittedReplica } from "../contracts/replica-target.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
-import { openSource, placementKindOf } from "../clouds/registry.ts";
+import { diskDriverFor, openSource, placementKindOf } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { inspectGuest } from "../inspect/inspect.ts";
 import type { Finding, InspectTarget } from "../inspect/types.ts";
@@ -58,8 +60,10 @@ export interface WorkloadPlanInput {
   readonly mode: "warm" | "cold";
   /** The policy's cutover: false pre-stages (warm passes only). @default true */
   readonly cutover?: boolean;
-  /** The policy's warm pass limit, for the plan's words. @default 3 */
+  /** The policy's warm pass limit, for the plan's words and the final delta. @default 3 */
   readonly maxPasses?: number;
+  /** The policy's verification after the final pass. @default "sampled" */
+  readonly verify?: "full" | "sampled" | "none";
   readonly stateDir: string;
   /** Per disk id: the spec source and the target string. */
   readonly disks: ReadonlyArray<{ readonly id: string; readonly source: string; readonly sourceFormat?: string; readonly target: string }>;
@@ -80,7 +84,7 @@ export interface WorkloadPlanInput {
 export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPlan> {
   const store = new FileReplicaStore(input.stateDir);
   const planned: PlannedDisk[] = [];
-  const sources: Array<{ key: string; source: DiskSource; committed?: CommittedReplica; conversion: string }> = [];
+  const sources: Array<{ key: string; source?: DiskSource; committed?: CommittedReplica; conversion: string; tracked?: { changedBytes: number; overSeconds: number } }> = [];
   const findings: Finding[] = [];
   let fromKind = "image";
   try {
@@ -90,12 +94,19 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       if (current !== undefined) fromKind = placementKindOf(current.target);
       planned.push({ disk: disk.id, action, from: current?.target ?? disk.source, to: disk.target });
       if (action === "in-place") continue;
-      const source = await openPlanSource(current, disk, store, input);
       const key = replicaKey(input.workload.name, disk.id, disk.target);
       const committed = await store.loadCommitted(key);
-      sources.push({ key: disk.id, source, ...(committed === undefined ? {} : { committed }), conversion: `${source.format} → ${input.placement.kind}` });
-      // The guest is judged on the disk it boots from.
-      if (disk.id === bootDiskOf(input.workload)?.id) findings.push(...(await readiness(source, input)));
+      const tracked = current === undefined || committed === undefined ? undefined : await trackedChange(current, committed, input);
+      const boot = disk.id === bootDiskOf(input.workload)?.id;
+      // The guest is judged on the disk it boots from; a tracked disk is otherwise not opened.
+      const source = tracked === undefined || boot ? await openPlanSource(current, disk, store, input) : undefined;
+      sources.push({
+        key: disk.id,
+        ...(tracked === undefined ? { source: source! } : { tracked }),
+        ...(committed === undefined ? {} : { committed }),
+        conversion: `${source?.format ?? "raw"} → ${input.placement.kind}`,
+      });
+      if (boot) findings.push(...(await readiness(source!, input)));
     }
     // Timings measured on earlier runs of this workload beat the defaults.
     const timings = readTimings(input.stateDir, input.workload.name);
@@ -107,7 +118,15 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     // Fixups apply when something moves; an in-place run changes nothing in the guest.
     const bootMoves = planned.some((d) => d.disk === bootDiskOf(input.workload)?.id && d.action !== "in-place");
     const fixups = planFixups(bootMoves ? (input.fixups ?? "none") : "none", bootMoves ? input.testBoot : undefined, findings, toKind, timings[toKind]?.fixupSeconds);
-    const plan = await planMigration(sources, { mode: input.mode, bootSeconds, stopSeconds, fixupSeconds: fixups.list.length > 0 ? fixups.seconds : 0 });
+    const verify = input.verify ?? "sampled";
+    const plan = await planMigration(sources, {
+      mode: input.mode,
+      bootSeconds,
+      stopSeconds,
+      fixupSeconds: fixups.list.length > 0 ? fixups.seconds : 0,
+      ...(input.maxPasses === undefined ? {} : { maxPasses: input.maxPasses }),
+      ...(verify === "sampled" ? { verifyBlocks: SAMPLED_VERIFY_BLOCKS } : { verifyFraction: verify === "full" ? 1 : 0 }),
+    });
     // What the fixups answer is no longer an error that blocks the move.
     const answered = new Set(fixups.missing === undefined ? answeredFindings(fixups.list, findings) : []);
     const judged = findings.map((f) => (answered.has(f) ? { ...f, severity: "info" as const, message: `${f.message} (answered by the fixups)` } : f));
@@ -125,8 +144,29 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     ];
     return { workload: input.workload.name, fromKind, toKind, mode: input.mode, disks: planned, plan, findings: judged, fixups, summary: lines.join("\n") };
   } finally {
-    for (const s of sources) await s.source.close();
+    for (const s of sources) await s.source?.close();
   }
+}
+
+/** Sampled verification reads back this many blocks per disk (migrate/machine-placement.ts). */
+const SAMPLED_VERIFY_BLOCKS = 64;
+
+/**
+ * What the source's change tracker says changed on the disk since the replica's last pass, and
+ * over how long: from the platform's count (a dirty bitmap's), never a read. Undefined when the
+ * replica has no token or the tracker cannot say.
+ */
+async function trackedChange(current: CurrentPlacement, committed: CommittedReplica, input: WorkloadPlanInput): Promise<{ changedBytes: number; overSeconds: number } | undefined> {
+  const token = committed.changeToken;
+  const driver = await diskDriverFor(current.target);
+  if (token === undefined || driver.changedBytesSince === undefined) return undefined;
+  const vsphere = current.vsphere === undefined ? undefined : vsphereConnectionFromEnv(current.vsphere, input.env);
+  const changedBytes = await driver.changedBytesSince(current.target, token, vsphere === undefined ? {} : { vsphere }).catch(() => undefined);
+  if (changedBytes === undefined) return undefined;
+  // The token was taken as its pass began.
+  const last = committed.lastPass;
+  const since = last === undefined ? Date.now() : Date.parse(last.finishedAt) - last.seconds * 1000;
+  return { changedBytes, overSeconds: Math.max(0.001, (Date.now() - since) / 1000) };
 }
 
 async function openPlanSource(current: CurrentPlacement | undefined, disk: WorkloadPlanInput["disks"][number], store: FileReplicaStore, input: WorkloadPlanInput): Promise<DiskSource> {

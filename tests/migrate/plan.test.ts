@@ -2,7 +2,7 @@
 // a changed one moves its changed blocks, and a new one moves its allocated data.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { buildManifest } from "../../sdk/disk/manifest.ts";
+import { BlockManifest, buildManifest } from "../../sdk/disk/manifest.ts";
 import { describePlan, planMigration } from "../../sdk/migrate/plan.ts";
 import { memorySource } from "../harness/disk.ts";
 
@@ -25,7 +25,28 @@ describe("migration plan", () => {
     assert.equal(unchanged.downtimeBreakdown.send, 0);
     assert.equal(changed.totalBytesToMove, 1 * MiB);
     assert.equal(fresh.totalBytesToMove, 6 * MiB);
-    assert.match(describePlan(changed), /disk0: memory, 1\.0 MiB to move of 6\.0 MiB allocated \(incremental\)/);
+    assert.match(describePlan(changed), /disk0: memory, 1\.0 MiB to move of 6\.0 MiB allocated \(incremental; no change tracking: every pass, the final one too, scans the whole disk\)/);
     assert.doesNotMatch(describePlan(fresh), /incremental/);
+  });
+
+  it("GIVEN a replica whose source tracks its changes WHEN planned THEN nothing is read, the bytes are the tracker's, and the downtime is the same at 1 and 16 GiB", async () => {
+    const replica = (virtualSizeBytes: number) => {
+      const manifest = new BlockManifest(virtualSizeBytes, 512 * 1024);
+      for (let i = 0; i < 1024; i++) manifest.set(i, Buffer.alloc(32, i % 251));
+      return { manifest, location: "x", targetState: {}, passes: 2, lastPass: { bytesSent: 8 * MiB, scannedBytes: 8 * MiB, blocksSent: 16, seconds: 1.5, finishedAt: new Date().toISOString(), scan: "tracked" as const } };
+    };
+    const options = { mode: "warm" as const, stopSeconds: 1, bootSeconds: 2, verifyBlocks: 64 };
+    // 4 MiB changed over 2 s: 2 MiB/s of change.
+    const tracked = { changedBytes: 4 * MiB, overSeconds: 2 };
+    const small = await planMigration([{ key: "disk0", committed: replica(1024 * MiB), tracked }], options);
+    const large = await planMigration([{ key: "disk0", committed: replica(16 * 1024 * MiB), tracked }], options);
+    assert.equal(small.totalBytesToMove, 4 * MiB);
+    assert.equal(small.disks[0]!.tracked, true);
+    assert.equal(small.finalDeltaFrom, "tracker");
+    assert.ok(small.finalDeltaBytes > 0 && small.finalDeltaBytes < 4 * MiB, `the final delta is what the rate of change leaves after the warm passes (${small.finalDeltaBytes})`);
+    assert.equal(large.downtimeSeconds, small.downtimeSeconds, "the downtime does not grow with the virtual size");
+    assert.match(describePlan(small), /change tracking: the final pass reads only what changed/);
+    const faster = await planMigration([{ key: "disk0", committed: replica(1024 * MiB), tracked: { changedBytes: 40 * MiB, overSeconds: 2 } }], options);
+    assert.ok(faster.finalDeltaBytes > small.finalDeltaBytes, "a faster rate of change gives a larger final delta");
   });
 });
