@@ -16,11 +16,11 @@ import { randomFillSync } from "node:crypto";
 import { mkdir, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
 import { openDisk } from "../sdk/disk/open.ts";
 import { blockReplication, cutover, replicatePass } from "../sdk/migrate/migrate.ts";
 import { describePlan, planMigration } from "../sdk/migrate/plan.ts";
-import type { DiskReplication, Machine } from "../sdk/migrate/types.ts";
+import type { DiskReplication } from "../sdk/migrate/types.ts";
+import { idleTarget, PROCESS_HEALTH_SECONDS, processMachine, stayedUp } from "./bench-machines.ts";
 import { FileReplicaStore } from "../sdk/transfer/checkpoint.ts";
 import { rawFileReplica } from "../sdk/clouds/local/replica-target.ts";
 import type { VsphereClient } from "../sdk/clouds/vsphere/client.ts";
@@ -68,36 +68,6 @@ async function dirty(path: string, count: number, seed: number): Promise<number>
   await handle.sync();
   await handle.close();
   return chosen.size * BLOCK;
-}
-
-function processMachine(name: string, args: string[]): Machine & { child?: ChildProcess } {
-  const machine: Machine & { child?: ChildProcess } = {
-    name,
-    async isRunning() {
-      return machine.child !== undefined && machine.child.exitCode === null && machine.child.signalCode === null;
-    },
-    async start() {
-      const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
-      machine.child = child;
-      await new Promise<void>((resolve) => {
-        child.stdout!.once("data", () => resolve());
-        child.once("exit", () => resolve());
-      });
-    },
-    async stop(options) {
-      const child = machine.child;
-      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return { graceful: true };
-      const exited = new Promise<boolean>((resolve) => child.once("exit", () => resolve(true)));
-      child.kill("SIGTERM");
-      const graceful = await Promise.race([exited, new Promise<boolean>((r) => setTimeout(() => r(false), options?.gracefulTimeoutMs ?? 5000))]);
-      if (!graceful) {
-        child.kill("SIGKILL");
-        await exited;
-      }
-      return { graceful };
-    },
-  };
-  return machine;
 }
 
 /** The guest: on start, dirties 1% of the disk in whole blocks, then idles until SIGTERM. */
@@ -159,7 +129,7 @@ async function main(): Promise<void> {
 
     // The guest runs and dirties another 1%; then the plan, then the cutover.
     const guest = processMachine("guest", ["-e", GUEST, sourcePath, String(BLOCKS), String(dirtyCount)]);
-    const targetMachine = processMachine("target", ["-e", "process.stdout.write('up\\n'); setInterval(() => {}, 1000)"]);
+    const targetMachine = idleTarget();
     await guest.start();
     const verifyBlocks = 256;
     const committed = await store.loadCommitted("disk0");
@@ -167,7 +137,7 @@ async function main(): Promise<void> {
     const plan = await planMigration([{ key: "disk0", source: view, conversion: disk.conversion!, ...(committed ? { committed } : {}) }], {
       mode: "warm",
       stopSeconds: 0.1,
-      bootSeconds: 0.5,
+      bootSeconds: PROCESS_HEALTH_SECONDS,
       finalDeltaBytes: dirtyCount * BLOCK,
       verifyFraction: (verifyBlocks * BLOCK) / SIZE,
     });
@@ -179,16 +149,7 @@ async function main(): Promise<void> {
       disks: [disk],
       verify: { mode: "sampled", blocks: verifyBlocks },
       gracefulTimeoutMs: 5_000,
-      healthCheck: async () => {
-        const up = await new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => resolve(true), 500);
-          targetMachine.child!.once("exit", () => {
-            clearTimeout(timer);
-            resolve(false);
-          });
-        });
-        return { ok: up, detail: up ? "target process stayed up 0.5 s" : "target process exited" };
-      },
+      healthCheck: () => stayedUp(targetMachine),
     });
     await targetMachine.stop();
     const downtime = (record.downtimeMs ?? 0) / 1000;

@@ -19,6 +19,8 @@ export interface PassFigures {
   readonly finishedAt: string;
   /** How the pass found its changes: the source's change tracking, or a full scan. */
   readonly scan?: "tracked" | "full";
+  /** The read-back verification after the pass: what the plan estimates a cutover's verify from. */
+  readonly verify?: { readonly blocksChecked: number; readonly seconds: number };
 }
 
 /** What the target holds after its last completed pass. */

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { FileReplicaStore } from "../transfer/checkpoint.ts";
+import { FileReplicaStore, recordVerification } from "../transfer/checkpoint.ts";
 import { diskDriverFor, openSource } from "../clouds/registry.ts";
 import type { DiskContext, DiskDriver } from "../contracts/disk-driver.ts";
 import { withJobSlot } from "../transfer/job-slots.ts";
@@ -119,12 +119,14 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
       const policy = args.verify ?? { mode: "sampled", blocks: 64 };
       let verifiedBlocks = 0;
       if (policy.mode !== "none") {
+        const started = performance.now();
         const committed = await store.loadCommitted(key);
         const back = await target.openReadBack(committed!);
         try {
           const verified = await verifyReplica(back, result.manifest, policy);
           if (!verified.ok) throw new PortableError("VERIFY_MISMATCH", `disk ${args.disk} of ${args.workload}: ${verified.mismatches.length} block(s) on ${result.location} differ from the source`);
           verifiedBlocks = verified.blocksChecked;
+          await recordVerification(store, key, { blocksChecked: verified.blocksChecked, seconds: (performance.now() - started) / 1000 });
         } finally {
           await back.close();
         }

@@ -7,7 +7,7 @@
 // and the record is written after each step so that a crash leaves the truth on disk.
 import { rename, writeFile } from "node:fs/promises";
 import { isPortableError, PortableError } from "../errors.ts";
-import type { ReplicaStore } from "../transfer/checkpoint.ts";
+import { recordVerification, type ReplicaStore } from "../transfer/checkpoint.ts";
 import type { BlockManifest } from "../disk/manifest.ts";
 import type { ReplicaTarget } from "../contracts/replica-target.ts";
 import { replicate } from "../transfer/replicate.ts";
@@ -40,11 +40,14 @@ export function blockReplication(options: {
       }
     },
     async verify(policy, signal) {
+      const started = performance.now();
       const committed = await options.store.loadCommitted(options.key);
       if (committed === undefined || last === undefined) throw new PortableError("CUTOVER_NO_REPLICA", `verify: ${options.key} has no pass to verify`);
       const back = await options.target.openReadBack(committed);
       try {
-        return await verifyReplica(back, last, policy, signal);
+        const result = await verifyReplica(back, last, policy, signal);
+        if (result.ok) await recordVerification(options.store, options.key, { blocksChecked: result.blocksChecked, seconds: (performance.now() - started) / 1000 });
+        return result;
       } finally {
         await back.close();
       }

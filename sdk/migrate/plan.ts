@@ -235,10 +235,16 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
     finalDeltaFrom = "share";
   }
   const scan = scannedAllocated / scanRate + (anyTracked ? overhead + finalDelta / scanRate : 0);
-  // Verification reads the target back: no faster than we read the source or write the target.
+  // Verification reads the target back: per block as the last passes' verifications measured
+  // (opening the read-back included), else at no more than the rate we read or write.
   const blockBytes = disks[0]?.committed?.manifest.blockSizeBytes ?? DEFAULT_MANIFEST_BLOCK_BYTES;
-  const verifyBytes = options.verifyBlocks !== undefined ? Math.min(allocated, out.length * options.verifyBlocks * blockBytes) : allocated * (options.verifyFraction ?? 1);
-  const verify = verifyBytes / Math.min(scanRate, sendRate);
+  const verified = lastPasses.map((p) => p.verify).filter((v) => v !== undefined && v.blocksChecked > 0);
+  const secondsPerBlock = verified.length > 0 ? verified.reduce((s, v) => s + v!.seconds, 0) / verified.reduce((s, v) => s + v!.blocksChecked, 0) : blockBytes / Math.min(scanRate, sendRate);
+  // A sample checks its data blocks and a quarter as many zero ones (transfer/verify.ts).
+  const verifyBlocks = options.verifyBlocks !== undefined
+    ? out.reduce((s, d) => s + Math.min(Math.ceil(d.virtualSizeBytes / blockBytes), Math.ceil(options.verifyBlocks! * 1.25)), 0)
+    : (allocated * (options.verifyFraction ?? 1)) / blockBytes;
+  const verify = verifyBlocks * secondsPerBlock;
   const send = finalDelta / sendRate;
   const fixups = options.fixupSeconds ?? 0;
   return {

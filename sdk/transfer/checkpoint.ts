@@ -60,7 +60,7 @@ const committedSchema = z.object({
   targetState: targetStateSchema,
   changeToken: z.string().max(4096).optional(),
   passes: z.number().int().nonnegative(),
-  lastPass: z.object({ bytesSent: z.number(), scannedBytes: z.number().optional(), blocksSent: z.number(), seconds: z.number(), finishedAt: z.string(), scan: z.enum(["tracked", "full"]).optional() }).optional(),
+  lastPass: z.object({ bytesSent: z.number(), scannedBytes: z.number().optional(), blocksSent: z.number(), seconds: z.number(), finishedAt: z.string(), scan: z.enum(["tracked", "full"]).optional(), verify: z.object({ blocksChecked: z.number(), seconds: z.number() }).optional() }).optional(),
 });
 const journalLine = z.discriminatedUnion("t", [
   z.object({ t: z.literal("begin"), base: z.string(), target: targetStateSchema }),
@@ -196,4 +196,14 @@ function parseJson(text: string, key: string): unknown {
   } catch (error) {
     throw new InvalidArgsError("REPLICA_STATE_INVALID", `replica ${key}: the committed state is not JSON: ${(error as Error).message}`);
   }
+}
+
+/**
+ * Adds the read-back verification of the last pass to its record: blocks checked and seconds,
+ * opening the read-back included (what a plan estimates a cutover's verify from).
+ */
+export async function recordVerification(store: ReplicaStore, key: string, verify: { readonly blocksChecked: number; readonly seconds: number }): Promise<void> {
+  const committed = await store.loadCommitted(key);
+  if (committed?.lastPass === undefined || verify.blocksChecked === 0) return;
+  await store.commit(key, { ...committed, lastPass: { ...committed.lastPass, verify: { blocksChecked: verify.blocksChecked, seconds: verify.seconds } } });
 }

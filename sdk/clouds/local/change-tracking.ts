@@ -19,12 +19,13 @@ import { open, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "nod
 import { join, resolve } from "node:path";
 import type { ChangeTracking, DirtyRange } from "../../disk/types.ts";
 import type { QmpClient } from "./qmp.ts";
+import { DEFAULT_MANIFEST_BLOCK_BYTES } from "../../disk/manifest.ts";
 import { openDirtyBitmap } from "./nbd-block-status.ts";
 
 const BITMAP_TOKEN = "qemu-bitmap:";
 const FILE_TOKEN = "file:";
-/** The bitmap's granularity: a multiple of nothing in particular, small enough for 4 KiB writes to stay cheap. */
-export const BITMAP_GRANULARITY_BYTES = 64 * 1024;
+/** The bitmap's granularity: the manifest's block, so its count is what a pass sends. */
+export const BITMAP_GRANULARITY_BYTES = DEFAULT_MANIFEST_BLOCK_BYTES;
 const RANGE_RECORD_BYTES = 16;
 
 /** The prefix of every bitmap tracking replica `key`. */
