@@ -55,7 +55,7 @@ export interface DiskInputs {
   readonly progressUrn?: string;
 }
 
-export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key" | "resumed" | "verifiedBlocks" | "fixups"> {
+export interface DiskOutputs extends DiskInputs, Omit<Placement.PlacedDisk, "key" | "resumed" | "verifiedBlocks" | "fixups" | "bytesRead" | "scan"> {
   /** What the last copy's guest fixups did (JSON: seconds, testBootSeconds, applied), "" when none ran. */
   readonly fixupsApplied: string;
   /** Earlier targets kept after a move. */

@@ -84,6 +84,9 @@ export interface PlacedDisk {
   readonly bytesSent: number;
   readonly blocksSent: number;
   readonly resumed: boolean;
+  /** Source bytes read to find the changes, and how (the source's change tracking, or a full scan). */
+  readonly bytesRead: number;
+  readonly scan: "tracked" | "full";
   readonly verifiedBlocks: number;
   /** What the fixups did, when any ran. */
   readonly fixups?: AppliedFixups;
@@ -142,6 +145,8 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
         bytesSent: result.bytesSent,
         blocksSent: result.blocksSent,
         resumed: result.resumed,
+        bytesRead: result.bytesRead,
+        scan: result.scan,
         verifiedBlocks,
         ...applied,
       };

@@ -68,7 +68,7 @@ export interface PassRecord {
   readonly seconds: number;
   readonly bytesSent: number;
   readonly blocksSent: number;
-  readonly disks: ReadonlyArray<{ readonly key: string; readonly bytesSent: number; readonly blocksSent: number; readonly resumed: boolean; readonly location: string }>;
+  readonly disks: ReadonlyArray<{ readonly key: string; readonly bytesSent: number; readonly blocksSent: number; readonly resumed: boolean; readonly location: string; readonly bytesRead?: number; readonly scan?: "tracked" | "full" }>;
 }
 
 export interface ReplicationHooks {
@@ -87,7 +87,7 @@ export async function replicatePass(disks: readonly DiskReplication[], pass: num
     seconds: (Date.now() - startedAt.getTime()) / 1000,
     bytesSent: results.reduce((s, r) => s + r.bytesSent, 0),
     blocksSent: results.reduce((s, r) => s + r.blocksSent, 0),
-    disks: results.map((r, i) => ({ key: disks[i]!.key, bytesSent: r.bytesSent, blocksSent: r.blocksSent, resumed: r.resumed, location: r.location })),
+    disks: results.map((r, i) => ({ key: disks[i]!.key, bytesSent: r.bytesSent, blocksSent: r.blocksSent, resumed: r.resumed, location: r.location, ...(r.scan === undefined ? {} : { scan: r.scan, bytesRead: r.bytesRead ?? 0 }) })),
   };
   hooks.onPass?.(record);
   return { record, results };

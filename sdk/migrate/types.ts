@@ -24,6 +24,9 @@ export interface DiskPassResult {
   readonly blocksSent: number;
   readonly resumed: boolean;
   readonly location: string;
+  /** Source bytes read to find the changes, and how: the source's change tracking or a full scan. */
+  readonly bytesRead?: number;
+  readonly scan?: "tracked" | "full";
 }
 
 /** One disk's replication, however the target takes it (block replica, full copy). */

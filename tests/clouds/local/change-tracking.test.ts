@@ -3,7 +3,7 @@
 // through QEMU's own block layer (`qemu-io` over the monitor), so the bitmaps see every write
 // as they would a real guest's. Each case ends with the replica equal to the disk, byte for byte.
 import assert from "node:assert/strict";
-import { mkdtemp, open, rm } from "node:fs/promises";
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -18,6 +18,14 @@ import { FileReplicaStore } from "../../../sdk/transfer/checkpoint.ts";
 import { replicate, type ReplicateResult } from "../../../sdk/transfer/replicate.ts";
 import { parseWorkload } from "../../../sdk/spec/workload.ts";
 import { fileSha256 } from "../../harness/disk.ts";
+import { openDisk } from "../../../sdk/disk/open.ts";
+import { buildManifest } from "../../../sdk/disk/manifest.ts";
+import { readFile, mkdir } from "node:fs/promises";
+import { commitPlacement, replicaKey } from "../../../sdk/migrate/disk-placement.ts";
+import { diskTargetFor } from "../../../sdk/migrate/targets.ts";
+import { planWorkload } from "../../../sdk/migrate/workload-plan.ts";
+import { placementSchema, type Placement } from "../../../sdk/spec/placement.ts";
+import { localDiskTarget } from "../../../sdk/clouds/local/location.ts";
 import { BLOCK, MiB, spread, writeBlocks } from "../../transfer/replica-helpers.ts";
 
 const SIZE = 64 * MiB;
@@ -106,7 +114,7 @@ describe("local change tracking: dirty bitmaps of a running machine's disk", () 
     // A preview's figure: the bitmap's count, without reading the disk.
     await guestWrite(store, "track", 7 * MiB, 0x35);
     const committed = await new FileReplicaStore(m.stateDir).loadCommitted(KEY);
-    assert.equal(await trackedChangedBytes(store, m.disk, committed!.changeToken!), 64 * 1024);
+    assert.equal(await trackedChangedBytes(store, m.disk, committed!.changeToken!), BLOCK, "the bitmap counts in manifest blocks: what a pass sends");
   });
 
   it("GIVEN a tracked replica WHEN its bitmap is lost THEN the next pass scans everything and the replica ends equal", async () => {
@@ -164,5 +172,72 @@ describe("local change tracking: dirty bitmaps of a running machine's disk", () 
     assert.equal(restarted.blocksSent, 2);
     assert.equal(await fileSha256(m.replica), await fileSha256(m.disk));
     await stopMachine(store, "restart", { graceMs: 0 });
+  });
+
+  it("GIVEN a workload on a running local machine with tracked replicas elsewhere WHEN previewed THEN its plan reads none of the disks' data (the process's read counter), and the same plan without tracking reads them all", async () => {
+    const name = "preview";
+    const from = placementSchema.parse({ kind: "local", dir: join(root, "from") }) as Extract<Placement, { kind: "local" }>;
+    const to = placementSchema.parse({ kind: "local", dir: join(root, "to") });
+    const here = await openDatastore(from.dir);
+    const workload = parseWorkload({ name, memoryMiB: 128, disks: [{ id: "boot", sizeBytes: SIZE, bus: "sata" }, { id: "data", sizeBytes: SIZE, bus: "sata" }], guestOs: { family: "linux" } });
+    const paths = { boot: localDiskTarget(from, `${name}-boot`), data: localDiskTarget(from, `${name}-data`) };
+    await mkdir(join(from.dir, "disks"), { recursive: true });
+    for (const [id, path] of Object.entries(paths)) await writeBlocks(path, SIZE, spread(48, SIZE / BLOCK, id.length), id);
+    const machine = defineMachine(workload, { disks: { boot: { path: paths.boot, format: "raw" }, data: { path: paths.data, format: "raw" } } });
+    await startMachine(here, machine, { accel: "tcg" });
+    const stateDir = join(root, "preview-state");
+    const disks = (["boot", "data"] as const).map((id) => ({ id, source: "unused.raw", target: diskTargetFor(to, name, id) }));
+    // The workload runs on `from`; a staged pass of each disk into `to` committed with tracking.
+    const placed = async (dir: string, id: "boot" | "data") => {
+      // The disk's record on `from`, as its placement left it (what a move reads it by).
+      await commitPlacement(dir, name, id, { target: paths[id], location: paths[id], virtualSizeBytes: SIZE });
+      const source = await openDisk(paths[id], { format: "raw" });
+      await new FileReplicaStore(dir).commit(replicaKey(name, id, paths[id]), { manifest: await buildManifest(source), location: paths[id], targetState: {}, passes: 1 });
+      await source.close();
+    };
+    for (const disk of disks) {
+      await placed(stateDir, disk.id);
+      const key = replicaKey(name, disk.id, disk.target);
+      const frozen = await freezeDisk(here, machine, disk.id, { key });
+      try {
+        await mkdir(join(root, "to", "disks"), { recursive: true });
+        await replicate(frozen.source, rawFileReplica({ path: disk.target, virtualSizeBytes: SIZE }), { store: new FileReplicaStore(stateDir), key });
+      } finally {
+        await frozen.release();
+      }
+    }
+    const qmp = await connectQmp((await machineFiles(here, name)).qmpSocket);
+    try {
+      await qmp.execute("human-monitor-command", { "command-line": 'qemu-io drive1 "write -P 0x61 1M 64k"' });
+    } finally {
+      qmp.close();
+    }
+    const input = { workload, placement: to, mode: "warm" as const, stateDir, disks };
+    const readBytes = async () => Number(/^rchar: (\d+)$/m.exec(await readFile("/proc/self/io", "utf8"))![1]);
+
+    // Without tokens (a replica from an untracked source), the plan reads every allocated block.
+    const untracked = join(root, "preview-state-untracked");
+    await mkdir(untracked, { recursive: true });
+    for (const disk of disks) {
+      const key = replicaKey(name, disk.id, disk.target);
+      const record = JSON.parse(await readFile(join(stateDir, `${key}.replica.json`), "utf8")) as Record<string, unknown>;
+      delete record.changeToken;
+      await writeFile(join(untracked, `${key}.replica.json`), JSON.stringify(record));
+      await placed(untracked, disk.id);
+    }
+    const beforeScan = await readBytes();
+    const scanned = await planWorkload({ ...input, stateDir: untracked });
+    const scanRead = (await readBytes()) - beforeScan;
+    assert.ok(scanned.plan.disks.every((d) => !d.tracked));
+    assert.ok(scanRead >= 2 * 48 * BLOCK, `the untracked plan reads both disks (${scanRead} bytes)`);
+
+    const before = await readBytes();
+    const plan = await planWorkload(input);
+    const read = (await readBytes()) - before;
+    assert.deepEqual(plan.plan.disks.map((d) => [d.key, d.tracked, d.bytesToMove]), [["boot", true, 0], ["data", true, BLOCK]], "the data disk's one dirty block, from the bitmap");
+    // Only the boot disk's readiness inspection reads (its partition table and filesystems).
+    assert.ok(read < 2 * MiB, `the tracked plan read ${read} bytes of a ${2 * 48 * BLOCK}-byte workload`);
+    assert.match(plan.summary, /change tracking: the final pass reads only what changed/);
+    await stopMachine(here, name, { graceMs: 0 });
   });
 });
