@@ -29,7 +29,11 @@ export interface DiskContext {
    * The replica a pass reading the live disk commits to: a platform that tracks changes
    * (DiskSource.changes) keeps its tracking per replica.
    */
-  readonly track?: { readonly key: string };
+  readonly track?: {
+    readonly key: string;
+    /** The cutover's final pass: no later pass will diff against it, so nothing is kept for one. */
+    readonly final?: boolean;
+  };
 }
 
 export interface OpenedReplica {

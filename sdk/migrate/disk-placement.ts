@@ -109,7 +109,7 @@ export function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
 async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
   const store = new FileReplicaStore(args.stateDir);
   const key = replicaKey(args.workload, args.disk, args.target);
-  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere, args.live, key);
+  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere, args.live, { key, final: args.final === true });
   let fixed: FixedSource | undefined;
   try {
     fixed = await fixSource(args, opened, key);
@@ -205,9 +205,9 @@ function contextOf(vsphere: VsphereConnection | undefined): DiskContext {
 /**
  * A placed disk as a source (what a move copies from): the live disk where a machine may write
  * to it (at a point in time), else its committed replica read back (an EBS chain, a blob).
- * `trackFor`: the replica key the pass commits to, for a platform that tracks changes.
+ * `trackFor`: the replica the pass commits to, for a platform that tracks changes.
  */
-export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection, running?: { readonly workload: Workload; readonly placement: Placement }, trackFor?: string): Promise<DiskSource> {
+export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection, running?: { readonly workload: Workload; readonly placement: Placement }, trackFor?: DiskContext["track"]): Promise<DiskSource> {
   const key = replicaKey(workload, disk, target);
   const committed = await store.loadCommitted(key);
   if (committed === undefined) throw new PortableError("REPLICA_MISSING", `disk ${disk} of ${workload}: no committed replica on ${target} to move from (state ${store.reference(key)})`);
@@ -215,7 +215,7 @@ export async function openReplica(workload: string, disk: string, target: string
   const live = await driver.openLive?.(target, {
     ...contextOf(vsphere),
     ...(running === undefined ? {} : { live: { ...running, diskId: disk, virtualSizeBytes: committed.manifest.virtualSizeBytes } }),
-    ...(trackFor === undefined ? {} : { track: { key: trackFor } }),
+    ...(trackFor === undefined ? {} : { track: trackFor }),
   });
   if (live !== undefined) return live;
   const { target: replica, close } = await driver.openReplicaTarget(target, committed.manifest.virtualSizeBytes, contextOf(vsphere));

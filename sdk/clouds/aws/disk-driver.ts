@@ -43,13 +43,23 @@ export const awsDiskDriver: DiskDriver = {
       clients.destroy();
       return undefined;
     }
+    // With tracking, this pass's snapshot may stay as the token the next pass diffs against.
+    const tracking = context.track === undefined ? undefined : (await import("./change-tracking.ts")).ebsChangeTracking({
+      ebs: clients.ebs,
+      ec2: clients.ec2,
+      snapshotId: view.snapshotId,
+      virtualSizeBytes: view.source.virtualSizeBytes,
+      final: context.track.final === true,
+      release: (keep) => view.release({ keep }),
+    });
     return {
       ...view.source,
       extents: () => view.source.extents(),
       read: (o, l) => view.source.read(o, l),
+      ...(tracking === undefined ? {} : { changes: tracking.changes }),
       close: async () => {
         try {
-          await view.release();
+          await (tracking?.release() ?? view.release());
         } finally {
           clients.destroy();
         }

@@ -73,11 +73,13 @@ export interface OpenInstanceVolumeOptions {
   readonly onRetry?: (error: unknown, attempt: number) => void;
 }
 
-export interface InstanceVolumePointInTime extends PointInTime {
+export interface InstanceVolumePointInTime extends Omit<PointInTime, "release"> {
+  /** Closes the read and deletes the snapshot, unless `keep` (change tracking diffs against it next time). */
+  release(options?: { readonly keep?: boolean }): Promise<void>;
   readonly source: EbsSnapshotSource;
   readonly instanceId: string;
   readonly volumeId: string;
-  /** The snapshot made for this read; deleted by release(). */
+  /** The snapshot made for this read; deleted by release() unless kept. */
   readonly snapshotId: string;
   /** The instance's state when the snapshot was taken (running: crash-consistent). */
   readonly instanceState: AwsInstance["state"];
@@ -124,7 +126,7 @@ async function createVolumeSnapshot(options: OpenInstanceVolumeOptions, volumeId
 }
 
 /** Deletes a snapshot we made; one already gone is fine. */
-async function deleteSnapshot(ec2: EC2Client, snapshotId: string): Promise<void> {
+export async function deleteSnapshot(ec2: EC2Client, snapshotId: string): Promise<void> {
   try {
     await callAws({ operation: "DeleteSnapshot", code: "EC2_DELETE_SNAPSHOT_FAILED", context: { snapshotId } }, () => ec2.send(new DeleteSnapshotCommand({ SnapshotId: snapshotId })));
   } catch (error) {
@@ -168,12 +170,12 @@ export async function openInstanceVolume(options: OpenInstanceVolumeOptions): Pr
       volumeId: attached.volumeId,
       snapshotId,
       instanceState: instance.state,
-      release() {
+      release(releaseOptions) {
         released ??= (async () => {
           try {
             await source.close();
           } finally {
-            await deleteSnapshot(ec2, snapshotId);
+            if (releaseOptions?.keep !== true) await deleteSnapshot(ec2, snapshotId);
           }
         })();
         return released;

@@ -66,7 +66,7 @@ interface Call {
 
 interface Hooks {
   /** Answer instead of moto. */
-  intercept?(call: Call): { status: number; body: string } | undefined;
+  intercept?(call: Call): { status: number; body: string; contentType?: string } | undefined;
   /** The path forwarded to moto. */
   rewritePath?(call: Call, path: string): string;
   /** EC2 answers (XML) as the client sees them. */
@@ -93,6 +93,8 @@ function classify(index: number, method: string, url: URL, body: Buffer): Call {
     const action = method === "PUT" ? "PutSnapshotBlock" : blocks[2] === undefined ? "ListSnapshotBlocks" : "GetSnapshotBlock";
     return { index, service: "ebs", action, params: {}, snapshotId: blocks[1]! };
   }
+  const changed = /^\/snapshots\/(snap-[0-9a-f]+)\/changedblocks$/.exec(url.pathname);
+  if (changed !== null) return { index, service: "ebs", action: "ListChangedBlocks", params: { FirstSnapshotId: url.searchParams.get("firstSnapshotId") ?? "" }, snapshotId: changed[1]! };
   const completion = /^\/snapshots\/completion\/(snap-[0-9a-f]+)$/.exec(url.pathname);
   if (completion !== null) return { index, service: "ebs", action: "CompleteSnapshot", params: {}, snapshotId: completion[1]! };
   return { index, service: "ebs", action: method === "POST" && url.pathname === "/snapshots" ? "StartSnapshot" : `${method} ${url.pathname}`, params: {} };
@@ -111,7 +113,7 @@ async function startRecorder(upstream: string): Promise<Recorder> {
     const answer = recorder.hooks.intercept?.(call);
     if (answer !== undefined) {
       call.status = answer.status;
-      res.writeHead(answer.status, { "content-type": "text/xml" });
+      res.writeHead(answer.status, { "content-type": answer.contentType ?? "text/xml" });
       res.end(answer.body);
       return;
     }
@@ -534,6 +536,15 @@ describe("AWS machine driver and instance volumes (moto behind a recording proxy
           const from = call.snapshotId === undefined ? undefined : created.get(call.snapshotId);
           return from === undefined ? path : path.replace(call.snapshotId!, from);
         },
+        // The same stand-in for ListChangedBlocks (moto lists only the first snapshot's blocks):
+        // two snapshots of one volume read as its launch snapshot, so nothing changed between
+        // them; the answer is shaped as AWS documents it.
+        intercept(call) {
+          if (call.action !== "ListChangedBlocks") return undefined;
+          const first = created.get(call.params.FirstSnapshotId ?? "");
+          if (first === undefined || first !== created.get(call.snapshotId!)) return undefined;
+          return { status: 200, contentType: "application/json", body: JSON.stringify({ BlockSize: 524288, ChangedBlocks: [], ExpiryTime: Date.now() / 1000 + 3600, VolumeSize: 1 }) };
+        },
       };
       try {
         proxy.reset();
@@ -566,7 +577,19 @@ describe("AWS machine driver and instance volumes (moto behind a recording proxy
         const readAfterStop = new Set(calls.slice(stop + 1).filter((c) => c.action === "ListSnapshotBlocks").map((c) => c.snapshotId));
         for (const snap of finalSnapshots) assert.ok(readAfterStop.has(snap), `${snap} is read after the stop`);
         assert.ok(calls.filter((c) => c.action === "ListSnapshotBlocks").every((c) => created.has(c.snapshotId!)), "every read is of a snapshot of the instance's own volume, never of the placed snapshots");
-        for (const snap of created.keys()) assert.equal(await snapshotExists(snap), false, `${snap} was deleted after its pass`);
+        for (const snap of created.keys()) assert.equal(await snapshotExists(snap), false, `${snap} was deleted once no later pass needed it`);
+        // Change tracking: each pass after the first asks EBS what changed since the previous
+        // pass's snapshot of the same volume (kept until then), and reads only that.
+        const diffs = proxy.calls.filter((c) => c.action === "ListChangedBlocks");
+        const snapshotsInOrder = [...created.keys()];
+        assert.ok(diffs.length >= 4, `ListChangedBlocks for the later warm pass and the final pass of each disk (${diffs.length})`);
+        for (const diff of diffs) {
+          const first = diff.params.FirstSnapshotId!;
+          assert.equal(created.get(first), created.get(diff.snapshotId!), "both snapshots are of one volume");
+          assert.ok(snapshotsInOrder.indexOf(first) < snapshotsInOrder.indexOf(diff.snapshotId!), "the first is the earlier pass's");
+        }
+        const laterPasses = [...(result.record.warmPasses ?? []).slice(1), result.record.finalPass!];
+        assert.ok(laterPasses.every((p) => p.disks.every((d) => d.scan === "tracked" && d.bytesRead === 0)), "every pass after the first read only what EBS listed (nothing)");
       } finally {
         proxy.hooks = {};
         await direct.ec2.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] }));
