@@ -38,6 +38,8 @@ export interface AzureSnapshotsApi {
   grantAccess(resourceGroupName: string, snapshotName: string, grantAccessData: GrantAccessData, options?: ArmLroOptions): PromiseLike<AccessUri>;
   revokeAccess(resourceGroupName: string, snapshotName: string, options?: ArmLroOptions): PromiseLike<void>;
   delete(resourceGroupName: string, snapshotName: string, options?: ArmLroOptions): PromiseLike<void>;
+  /** Polled while an incremental snapshot's background copy runs (completionPercent < 100). */
+  get?(resourceGroupName: string, snapshotName: string): PromiseLike<Snapshot>;
 }
 
 /** The part of ComputeManagementClient used by the Azure machine driver and live-disk reads. */

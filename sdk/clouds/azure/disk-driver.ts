@@ -22,10 +22,28 @@ export const azureDiskDriver: DiskDriver = {
   async openLive(_target, context) {
     const live = context.live;
     if (live === undefined || live.placement.kind !== "azure" || !live.placement.launch) return undefined;
-    const [{ openWorkloadManagedDisk }, { computeClientFor }] = await Promise.all([import("./live-disk.ts"), import("./compute.ts")]);
-    const view = await openWorkloadManagedDisk({ compute: await computeClientFor(live.placement), placement: live.placement, workload: live.workload, diskId: live.diskId });
+    const [{ openWorkloadManagedDisk }, { computeClientFor }, { azureChangeTracking }] = await Promise.all([import("./live-disk.ts"), import("./compute.ts"), import("./change-tracking.ts")]);
+    const compute = await computeClientFor(live.placement);
+    // With tracking, the snapshot is incremental (a page-range diff needs two of one disk) and may
+    // stay as the token the next pass diffs against.
+    const view = await openWorkloadManagedDisk({ compute, placement: live.placement, workload: live.workload, diskId: live.diskId, incremental: context.track !== undefined });
     if (view === undefined) return undefined;
-    return { ...view.source, extents: () => view.source.extents(), read: (o, l) => view.source.read(o, l), close: () => view.release() };
+    const tracking = context.track === undefined ? undefined : azureChangeTracking({
+      compute,
+      resourceGroupName: live.placement.resourceGroupName,
+      snapshotName: view.snapshotName,
+      readSasUrl: view.readSasUrl,
+      virtualSizeBytes: view.source.virtualSizeBytes,
+      final: context.track.final === true,
+      release: (keep) => view.release({ keep }),
+    });
+    return {
+      ...view.source,
+      extents: () => view.source.extents(),
+      read: (o, l) => view.source.read(o, l),
+      ...(tracking === undefined ? {} : { changes: tracking.changes }),
+      close: () => tracking?.release() ?? view.release(),
+    };
   },
   async remove(target, committed, virtualSizeBytes) {
     const { target: replica, close } = await openPageBlobReplica(target, virtualSizeBytes);

@@ -11,8 +11,9 @@
 //   refuses while it is Attached), and the snapshot fixes the point in time a pass reads.
 // - Full, not incremental, by default: a full snapshot is readable at once and carries no
 //   per-family limit on SAS grants (incremental snapshots of one disk share at most a few), and it
-//   lives only as long as one pass. `incremental: true` is there for disks where a full copy is
-//   slow to make.
+//   lives only as long as one pass. `incremental: true` is what change tracking uses (a page-range
+//   diff needs two incremental snapshots of one disk, change-tracking.ts); its background copy is
+//   waited out (completionPercent reaching 100) before the SAS is granted.
 // - A snapshot of a running VM is crash-consistent, as a vSphere snapshot without quiescing is.
 //   The cutover's final pass reads a powered-off VM, so the disk it commits is exact.
 // - Each snapshot is tagged `portable-purpose: point-in-time` (and the workload and source disk)
@@ -36,6 +37,7 @@
 // policy of DenyAll or a private disk access refuses the download), throttling, and whether a
 // real managed-disk SAS answers Get Page Ranges exactly as Azurite's page blob does.
 import { randomBytes } from "node:crypto";
+import type { Snapshot } from "@azure/arm-compute";
 import { CloudError } from "../../errors.ts";
 import type { PointInTime } from "../../contracts/point-in-time.ts";
 import type { Workload } from "../../spec/workload.ts";
@@ -84,14 +86,33 @@ export interface OpenWorkloadManagedDiskOptions extends CallOptions {
   readonly incremental?: boolean;
 }
 
-export interface ManagedDiskPointInTime extends PointInTime {
+export interface ManagedDiskPointInTime extends Omit<PointInTime, "release"> {
   readonly source: PageBlobSource;
+  /** The snapshot's read SAS URL (a credential: never logged), for a page-range diff against it. */
+  readonly readSasUrl: string;
+  /** Closes the read and revokes the SAS; deletes the snapshot unless `keep` (change tracking diffs against it next time). */
+  release(options?: { readonly keep?: boolean }): Promise<void>;
   readonly diskName: string;
   /** The managed disk's ARM id: the snapshot's source. */
   readonly diskResourceId: string;
   /** The snapshot made for this read; revoked and deleted by release(). */
   readonly snapshotName: string;
   readonly snapshotResourceId: string;
+}
+
+/** How long an incremental snapshot's background copy may take, and how often it is asked. */
+export const INCREMENTAL_COPY_TIMEOUT_MS = 2 * 60 * 60_000;
+const INCREMENTAL_POLL_MS = 5_000;
+
+/** Waits until the snapshot's copy is complete (an incremental snapshot copies in the background). */
+async function completed(compute: Pick<AzureComputeApi, "snapshots">, resourceGroupName: string, name: string, made: Snapshot, where: string): Promise<void> {
+  const deadline = Date.now() + INCREMENTAL_COPY_TIMEOUT_MS;
+  for (let snapshot = made; snapshot.completionPercent !== undefined && snapshot.completionPercent < 100; ) {
+    if (compute.snapshots.get === undefined) return;
+    if (Date.now() > deadline) throw new CloudError("AZURE_SNAPSHOT_COPY_TIMEOUT", `${where}: its copy is ${snapshot.completionPercent}% done after ${INCREMENTAL_COPY_TIMEOUT_MS / 60_000} min`, { context: { snapshot: name } });
+    await new Promise((resolve) => setTimeout(resolve, INCREMENTAL_POLL_MS));
+    snapshot = await armCall("AZURE_SNAPSHOT_CALL_FAILED", "Get", where, () => compute.snapshots.get!(resourceGroupName, name));
+  }
 }
 
 /** Runs every step, in order, even after one fails; throws the first failure. */
@@ -143,6 +164,7 @@ export async function openWorkloadManagedDisk(options: OpenWorkloadManagedDiskOp
 
   let source: PageBlobSource;
   let snapshotResourceId: string;
+  let readSasUrl: string;
   try {
     const snapshot = await armCall("AZURE_SNAPSHOT_CALL_FAILED", "Create", snapshotWhere, () =>
       compute.snapshots.createOrUpdate(resourceGroupName, snapshotName, {
@@ -153,6 +175,7 @@ export async function openWorkloadManagedDisk(options: OpenWorkloadManagedDiskOp
       }),
     );
     snapshotResourceId = snapshot.id ?? "";
+    await completed(compute, resourceGroupName, snapshotName, snapshot, snapshotWhere);
     const durationInSeconds = options.sasDurationSeconds ?? sasDurationFor(disk.diskSizeBytes ?? (disk.diskSizeGB ?? 0) * 1024 * MIB);
     const access = await armCall("AZURE_SNAPSHOT_CALL_FAILED", "Grant Read access to", snapshotWhere, () => {
       // Set before the call: a grant whose answer is lost may still have been made.
@@ -167,6 +190,7 @@ export async function openWorkloadManagedDisk(options: OpenWorkloadManagedDiskOp
       ...(options.onRetry === undefined ? {} : { onRetry: options.onRetry }),
       ...(options.attempts === undefined ? {} : { attempts: options.attempts }),
     };
+    readSasUrl = access.accessSAS;
     source = await openPageBlobSource(await pageBlobClientFor({ kind: "sas", url: access.accessSAS }), callOptions);
   } catch (error) {
     // Also after a failed Create: ARM may have made the snapshot before the answer was lost.
@@ -181,8 +205,9 @@ export async function openWorkloadManagedDisk(options: OpenWorkloadManagedDiskOp
     diskResourceId,
     snapshotName,
     snapshotResourceId,
-    release() {
-      released ??= allOf([() => source.close(), revoke, deleteSnapshot]);
+    readSasUrl,
+    release(releaseOptions) {
+      released ??= allOf([() => source.close(), revoke, ...(releaseOptions?.keep === true ? [] : [deleteSnapshot])]);
       return released;
     },
   };

@@ -1,7 +1,7 @@
 // Shared pieces of the Azure tests: a recording proxy that sees every Put Page and Clear Pages
 // range, deterministic mixed images, and a download of a page blob that does not use our code.
 import { createCipheriv } from "node:crypto";
-import { createServer, request, type Server } from "node:http";
+import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { open } from "node:fs/promises";
 import { BlobServiceClient, newPipeline, StorageSharedKeyCredential, type ContainerClient, type PageBlobClient } from "@azure/storage-blob";
@@ -30,6 +30,8 @@ export interface RecordingProxy {
   readonly ops: PageOp[];
   /** Requests by "METHOD comp" (e.g. "PUT page", "GET pagelist", "GET -"). */
   readonly requests: Map<string, number>;
+  /** Answers a request instead of Azurite (a stand-in for what Azurite gets wrong), when it returns one. */
+  intercept?: (req: IncomingMessage, url: URL) => Promise<{ status: number; headers: Record<string, string>; body: string } | undefined>;
   reset(): void;
   stop(): Promise<void>;
 }
@@ -43,11 +45,18 @@ export async function startRecordingProxy(upstream: string): Promise<RecordingPr
   const ops: PageOp[] = [];
   const requests = new Map<string, number>();
   let index = 0;
-  const server: Server = createServer((req, res) => {
+  const proxy: { intercept?: RecordingProxy["intercept"] } = {};
+  const server: Server = createServer(async (req, res) => {
     const url = new URL(req.url ?? "/", "http://proxy");
     const comp = url.searchParams.get("comp") ?? "-";
-    const key = `${req.method} ${comp}`;
+    const key = `${req.method} ${comp}${req.headers["x-ms-previous-snapshot-url"] === undefined ? "" : " diff"}`;
     requests.set(key, (requests.get(key) ?? 0) + 1);
+    const answer = await proxy.intercept?.(req, url);
+    if (answer !== undefined) {
+      res.writeHead(answer.status, answer.headers);
+      res.end(answer.body);
+      return;
+    }
     const pageWrite = req.headers["x-ms-page-write"];
     const range = /bytes=(\d+)-(\d+)/.exec(String(req.headers["x-ms-range"] ?? req.headers.range ?? ""));
     if (comp === "page" && range !== null && (pageWrite === "update" || pageWrite === "clear")) {
@@ -69,7 +78,7 @@ export async function startRecordingProxy(upstream: string): Promise<RecordingPr
   server.keepAliveTimeout = PROXY_KEEP_ALIVE_MS;
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
-  return {
+  return Object.assign(proxy, {
     endpoint: `http://127.0.0.1:${port}`,
     ops,
     requests,
@@ -78,11 +87,11 @@ export async function startRecordingProxy(upstream: string): Promise<RecordingPr
       requests.clear();
     },
     stop: () =>
-      new Promise((resolve) => {
+      new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
       }),
-  };
+  });
 }
 
 /** A container client for Azurite, reached through `endpoint` (a proxy) if given. */
