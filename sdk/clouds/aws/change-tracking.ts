@@ -14,6 +14,7 @@
 import type { EBSClient } from "@aws-sdk/client-ebs";
 import type { EC2Client } from "@aws-sdk/client-ec2";
 import type { ChangeTracking, DirtyRange } from "../../disk/types.ts";
+import { snapshotTracking } from "../../contracts/snapshot-tracking.ts";
 import { EBS_BLOCK_BYTES } from "./ebs-block.ts";
 import { listChangedBlocks } from "./list-blocks.ts";
 import { deleteSnapshot } from "./live-volume.ts";
@@ -24,10 +25,7 @@ export function snapshotToken(snapshotId: string): string {
   return `${TOKEN}${snapshotId}`;
 }
 
-function snapshotOf(token: string): string | undefined {
-  const id = token.startsWith(TOKEN) ? token.slice(TOKEN.length) : undefined;
-  return id !== undefined && /^snap-[0-9a-f]{8,32}$/.test(id) ? id : undefined;
-}
+const SNAPSHOT_ID = /^snap-[0-9a-f]{8,32}$/;
 
 /**
  * The ranges of the changed blocks between two snapshots, merged and clipped to the disk's size
@@ -46,11 +44,7 @@ export async function changedRanges(ebs: EBSClient, first: string, second: strin
   return ranges;
 }
 
-/**
- * Tracking for a pass over the snapshot `snapshotId` of a volume. `release()` replaces the view's
- * own release: it keeps this pass's snapshot when the pass committed (and deletes the one the
- * pass diffed against), else keeps the older one; a final pass keeps neither.
- */
+/** Tracking for a pass over the snapshot `snapshotId` of a volume (contracts/snapshot-tracking.ts keeps and deletes). */
 export function ebsChangeTracking(options: {
   readonly ebs: EBSClient;
   readonly ec2: EC2Client;
@@ -59,33 +53,13 @@ export function ebsChangeTracking(options: {
   readonly final: boolean;
   readonly release: (keep: boolean) => Promise<void>;
 }): { readonly changes: ChangeTracking; release(): Promise<void> } {
-  let since: string | undefined;
-  let committed = false;
-  return {
-    changes: {
-      token: snapshotToken(options.snapshotId),
-      async changedSince(token) {
-        const first = snapshotOf(token);
-        if (first === undefined) return undefined;
-        since = first;
-        try {
-          const ranges = await changedRanges(options.ebs, first, options.snapshotId, options.virtualSizeBytes);
-          return (async function* () {
-            yield* ranges;
-          })();
-        } catch {
-          return undefined;
-        }
-      },
-      committed() {
-        committed = true;
-      },
-    },
-    async release() {
-      const keepThis = committed && !options.final;
-      await options.release(keepThis);
-      // The record now names this pass's snapshot (after a final pass, one no later pass needs).
-      if (since !== undefined && committed) await deleteSnapshot(options.ec2, since).catch(() => {});
-    },
-  };
+  return snapshotTracking({
+    snapshot: options.snapshotId,
+    prefix: TOKEN,
+    valid: (id) => SNAPSHOT_ID.test(id),
+    diff: (earlier) => changedRanges(options.ebs, earlier, options.snapshotId, options.virtualSizeBytes),
+    releaseView: options.release,
+    deleteSnapshot: (id) => deleteSnapshot(options.ec2, id),
+    final: options.final,
+  });
 }
