@@ -153,7 +153,9 @@ async function freezeDrive(files: { readonly dir: string; readonly qmpSocket: st
       since = token;
       const name = token.startsWith("qemu-bitmap:") ? token.slice("qemu-bitmap:".length) : undefined;
       if (name !== undefined && usableBitmap(tracked.node, name)) {
-        const exported = await exportBitmap(qmp, files.dir, tracked.node.node, name);
+        // An export QEMU refuses is a tracker that cannot say: the pass scans instead.
+        const exported = await exportBitmap(qmp, files.dir, tracked.node.node, name).catch(() => undefined);
+        if (exported === undefined) return undefined;
         exports.push(exported);
         return exported.ranges;
       }
