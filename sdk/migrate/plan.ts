@@ -24,6 +24,11 @@ export interface DiskPlanInput {
    * and the seconds over which they changed (the rate of change).
    */
   readonly tracked?: { readonly changedBytes: number; readonly overSeconds: number };
+  /**
+   * What moves, already known without reading (the source's own replica manifest against the
+   * target's): the disk is not read, and its final pass still scans it (no tracker).
+   */
+  readonly known?: { readonly bytesToMove: number; readonly blocksToMove: number; readonly allocatedBytes: number; readonly virtualSizeBytes: number };
 }
 
 export interface PlanOptions {
@@ -63,6 +68,8 @@ export interface DiskPlan {
   readonly replicaExists: boolean;
   /** The final pass reads only what the source's tracker says changed (else it scans everything). */
   readonly tracked: boolean;
+  /** Where the figures come from: a scan of the source, its tracker's count, or two manifests. */
+  readonly from: "scan" | "tracker" | "manifests";
 }
 
 export interface MigrationPlan {
@@ -180,7 +187,12 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
         blocksToMove: Math.ceil(tracked.changedBytes / blockBytes),
         replicaExists: true,
         tracked: true,
+        from: "tracker",
       });
+      continue;
+    }
+    if (disk.known !== undefined) {
+      out.push({ key: disk.key, conversion: disk.conversion ?? "replica", ...disk.known, replicaExists: committed !== undefined, tracked: false, from: "manifests" });
       continue;
     }
     if (source === undefined) throw new TypeError(`plan ${disk.key}: a disk needs its source or its tracker's count`);
@@ -192,6 +204,7 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
       ...scanned,
       replicaExists: committed !== undefined,
       tracked: false,
+      from: "scan",
     });
   }
   const allocated = out.reduce((sum, d) => sum + d.allocatedBytes, 0);
@@ -264,7 +277,7 @@ export async function planMigration(disks: readonly DiskPlanInput[], options: Pl
 
 /** One paragraph for logs, previews and PR comments. */
 export function describePlan(plan: MigrationPlan): string {
-  const lines = plan.disks.map((d) => `  ${d.key}: ${d.conversion}, ${d.tracked ? "up to " : ""}${formatBytes(d.bytesToMove)} to move of ${formatBytes(d.allocatedBytes)} allocated${d.tracked ? " (change tracking: the final pass reads only what changed)" : d.replicaExists ? " (incremental; no change tracking: every pass, the final one too, scans the whole disk)" : ""}`);
+  const lines = plan.disks.map((d) => `  ${d.key}: ${d.conversion}, ${d.tracked ? "up to " : ""}${formatBytes(d.bytesToMove)} to move of ${formatBytes(d.allocatedBytes)} allocated${d.tracked ? " (change tracking: the final pass reads only what changed)" : d.replicaExists ? ` (incremental${d.from === "manifests" ? ", from the replicas' manifests" : ""}; no change tracking: every pass, the final one too, scans the whole disk)` : ""}`);
   const delta = plan.finalDeltaFrom === "tracker" ? `, final delta ${formatBytes(plan.finalDeltaBytes)} from the measured rate of change` : "";
   return [
     `${plan.mode} migration: ${plan.disks.length} disk(s), ${formatBytes(plan.totalBytesToMove)} to move, about ${plan.transferSeconds.toFixed(1)} s of transfer`,

@@ -6,6 +6,7 @@
 // machine's dirty bitmap) is planned from its count: nothing of it is read, except the boot
 // disk's filesystems, which readiness inspects.
 import type { CommittedReplica } from "../contracts/replica-target.ts";
+import { changedBlocks } from "../disk/manifest.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { diskDriverFor, openSource, placementKindOf } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
@@ -14,7 +15,7 @@ import type { Finding, InspectTarget } from "../inspect/types.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import { openReplica, readCurrent, readTimings, replicaKey, type CurrentPlacement } from "./disk-placement.ts";
-import { describePlan, planMigration, type MigrationPlan } from "./plan.ts";
+import { describePlan, planMigration, type DiskPlanInput, type MigrationPlan } from "./plan.ts";
 import { bootDiskOf } from "../spec/workload.ts";
 import { formatBytes } from "../units.ts";
 import { vsphereConnectionFromEnv } from "../clouds/vsphere/location.ts";
@@ -84,7 +85,7 @@ export interface WorkloadPlanInput {
 export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPlan> {
   const store = new FileReplicaStore(input.stateDir);
   const planned: PlannedDisk[] = [];
-  const sources: Array<{ key: string; source?: DiskSource; committed?: CommittedReplica; conversion: string; tracked?: { changedBytes: number; overSeconds: number } }> = [];
+  const sources: Array<DiskPlanInput & { conversion: string }> = [];
   const findings: Finding[] = [];
   let fromKind = "image";
   try {
@@ -97,12 +98,14 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       const key = replicaKey(input.workload.name, disk.id, disk.target);
       const committed = await store.loadCommitted(key);
       const tracked = current === undefined || committed === undefined ? undefined : await trackedChange(current, committed, input);
+      const known = tracked !== undefined || current === undefined || committed === undefined ? undefined : await manifestChange(current, committed, store, input.workload.name, disk.id);
       const boot = disk.id === bootDiskOf(input.workload)?.id;
-      // The guest is judged on the disk it boots from; a tracked disk is otherwise not opened.
-      const source = tracked === undefined || boot ? await openPlanSource(current, disk, store, input) : undefined;
+      // The guest is judged on the disk it boots from; a disk a tracker or two manifests answer
+      // for is otherwise not opened.
+      const source = (tracked === undefined && known === undefined) || boot ? await openPlanSource(current, disk, store, input) : undefined;
       sources.push({
         key: disk.id,
-        ...(tracked === undefined ? { source: source! } : { tracked }),
+        ...(tracked !== undefined ? { tracked } : known !== undefined ? { known } : { source: source! }),
         ...(committed === undefined ? {} : { committed }),
         conversion: `${source?.format ?? "raw"} → ${input.placement.kind}`,
       });
@@ -167,6 +170,23 @@ async function trackedChange(current: CurrentPlacement, committed: CommittedRepl
   const last = committed.lastPass;
   const since = last === undefined ? Date.now() : Date.parse(last.finishedAt) - last.seconds * 1000;
   return { changedBytes, overSeconds: Math.max(0.001, (Date.now() - since) / 1000) };
+}
+
+/**
+ * What moves, from manifests alone: where the disk is now is a replica nothing writes (a cloud
+ * snapshot chain or blob; no machine runs on it) and its own record and the target's replica
+ * both have a manifest of one geometry. Undefined otherwise (the plan then reads the disk).
+ */
+async function manifestChange(current: CurrentPlacement, committed: CommittedReplica, store: FileReplicaStore, workload: string, diskId: string): Promise<{ bytesToMove: number; blocksToMove: number; allocatedBytes: number; virtualSizeBytes: number } | undefined> {
+  if ((await diskDriverFor(current.target)).liveDisk) return undefined;
+  const here = await store.loadCommitted(replicaKey(workload, diskId, current.target));
+  const there = committed.manifest;
+  if (here === undefined || here.manifest.blockSizeBytes !== there.blockSizeBytes || here.manifest.virtualSizeBytes !== there.virtualSizeBytes) return undefined;
+  const block = there.blockSizeBytes;
+  const size = there.virtualSizeBytes;
+  const changed = changedBlocks(there, here.manifest);
+  const bytesToMove = changed.filter((i) => here.manifest.hash(i) !== undefined).reduce((sum, i) => sum + Math.min(block, size - i * block), 0);
+  return { bytesToMove, blocksToMove: changed.length, allocatedBytes: here.manifest.dataBlocks().length * block, virtualSizeBytes: size };
 }
 
 async function openPlanSource(current: CurrentPlacement | undefined, disk: WorkloadPlanInput["disks"][number], store: FileReplicaStore, input: WorkloadPlanInput): Promise<DiskSource> {
