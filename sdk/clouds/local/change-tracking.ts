@@ -153,6 +153,8 @@ export async function harvestBitmaps(withQmp: <T>(fn: (qmp: QmpClient) => Promis
     // A disk under an overlay (a pass still running) is left: its bitmaps are not complete yet.
     if (node === undefined || inserted?.file === undefined || ours.length === 0 || inserted.image?.["backing-image"] !== undefined) continue;
     await mkdir(harvestDir(machineDir), { recursive: true });
+    // The guest is paused (its I/O drained): from here to QEMU's exit nothing may write the file.
+    const before = await fileStamp(inserted.file);
     for (const bitmap of ours) {
       await withQmp((qmp) => qmp.execute("block-dirty-bitmap-disable", { node, name: bitmap.name }));
       const exported = await exportBitmap(withQmp, machineDir, node, bitmap.name);
@@ -170,21 +172,33 @@ export async function harvestBitmaps(withQmp: <T>(fn: (qmp: QmpClient) => Promis
         await exported.close();
       }
       await rename(`${path}.tmp`, path);
-      await writeFile(join(harvestDir(machineDir), `${bitmap.name}.disk`), resolve(inserted.file));
+      await writeFile(join(harvestDir(machineDir), `${bitmap.name}.disk`), JSON.stringify({ path: resolve(inserted.file), before }));
     }
     files.push(resolve(inserted.file));
   }
   return files;
 }
 
-/** After QEMU exited: each harvested bitmap is valid for its disk file as it is now. */
+/**
+ * After QEMU exited: each harvested bitmap is valid for its disk file as it is now, if nothing
+ * wrote the file since the guest was paused (anything that did, a monitor command or another
+ * tool, makes the saved ranges incomplete: they are dropped, and the next pass scans). A qcow2
+ * file that QEMU rewrote on exit (its persistent bitmaps) is dropped the same way.
+ */
 export async function sealHarvest(machineDir: string): Promise<void> {
   const dir = harvestDir(machineDir);
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     if (!name.endsWith(".disk")) continue;
-    const disk = await readFile(join(dir, name), "utf8");
-    const stamp = await fileStamp(disk).catch(() => undefined);
-    if (stamp !== undefined) await writeFile(join(dir, name.replace(/\.disk$/, ".stamp")), stamp);
+    const base = join(dir, name.replace(/\.disk$/, ""));
+    let disk: { path: string; before: string } | undefined;
+    try {
+      disk = JSON.parse(await readFile(join(dir, name), "utf8")) as { path: string; before: string };
+    } catch {
+      disk = undefined;
+    }
+    const stamp = disk === undefined ? undefined : await fileStamp(disk.path).catch(() => undefined);
+    if (stamp !== undefined && stamp === disk?.before) await writeFile(`${base}.stamp`, stamp);
+    else await rm(`${base}.ranges`, { force: true });
     await rm(join(dir, name), { force: true });
   }
 }

@@ -8,12 +8,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { openDatastore, type LocalDatastore } from "../../../sdk/clouds/local/datastore.ts";
-import { machineFiles, startMachine, stopMachine } from "../../../sdk/clouds/local/lifecycle.ts";
+import { machineFiles, machineStatus, startMachine, stopMachine } from "../../../sdk/clouds/local/lifecycle.ts";
 import { defineMachine, type LocalMachineDefinition } from "../../../sdk/clouds/local/machine.ts";
 import { freezeDisk, trackedChangedBytes, type TrackOptions } from "../../../sdk/clouds/local/point-in-time.ts";
 import { connectQmp } from "../../../sdk/clouds/local/qmp.ts";
 import { rawFileReplica } from "../../../sdk/clouds/local/replica-target.ts";
-import { isTrackingBitmap } from "../../../sdk/clouds/local/change-tracking.ts";
+import { harvestBitmaps, isTrackingBitmap, sealHarvest } from "../../../sdk/clouds/local/change-tracking.ts";
 import { FileReplicaStore } from "../../../sdk/transfer/checkpoint.ts";
 import { replicate, type ReplicateResult } from "../../../sdk/transfer/replicate.ts";
 import { parseWorkload } from "../../../sdk/spec/workload.ts";
@@ -63,7 +63,7 @@ describe("local change tracking: dirty bitmaps of a running machine's disk", () 
     store = await openDatastore(root);
   });
   after(async () => {
-    for (const name of ["track", "lost", "restart", "preview"]) await stopMachine(store, name, { graceMs: 0 }).catch(() => {});
+    for (const name of ["track", "lost", "restart", "late", "preview"]) await stopMachine(store, name, { graceMs: 0 }).catch(() => {});
     await rm(root, { recursive: true, force: true });
   });
 
@@ -172,6 +172,29 @@ describe("local change tracking: dirty bitmaps of a running machine's disk", () 
     assert.equal(restarted.blocksSent, 2);
     assert.equal(await fileSha256(m.replica), await fileSha256(m.disk));
     await stopMachine(store, "restart", { graceMs: 0 });
+  });
+
+  it("GIVEN a stop saving the bitmaps WHEN something writes the paused machine's disk before QEMU exits THEN the saved ranges are dropped, the next pass scans everything, and the replica ends equal", async () => {
+    const m = await machineOn("late");
+    await pass(m);
+    await guestWrite(store, "late", 5 * MiB, 0x71);
+    const files = await machineFiles(store, "late");
+    const qmp = await connectQmp(files.qmpSocket);
+    try {
+      await qmp.execute("stop");
+      await harvestBitmaps((fn) => fn(qmp), files.dir);
+      // A write no guest could make now (it is paused): through the monitor, after the harvest.
+      await qmp.execute("human-monitor-command", { "command-line": 'qemu-io drive0 "write -P 0x72 33M 64k"' });
+      await qmp.execute("quit").catch(() => {});
+    } finally {
+      qmp.close();
+    }
+    for (let i = 0; i < 100 && (await machineStatus(store, "late")).state === "running"; i++) await new Promise((r) => setTimeout(r, 100));
+    await sealHarvest(files.dir);
+    const after = await pass(m);
+    assert.equal(after.scan, "full", "ranges saved before a write are never trusted");
+    assert.equal(after.blocksSent, 2);
+    assert.equal(await fileSha256(m.replica), await fileSha256(m.disk));
   });
 
   it("GIVEN a workload on a running local machine with tracked replicas elsewhere WHEN previewed THEN its plan reads none of the disks' data (the process's read counter), and the same plan without tracking reads them all", async () => {
