@@ -143,7 +143,9 @@ describe("Workload moves through the Pulumi engine: options, rollback, deltas", 
         } catch {
           if (!(await running(dir, "mv"))) return; // the source stopped
         }
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        // Often enough that every pass, however short (a tracked pass takes tens of ms), has new
+        // writes to catch up on.
+        await new Promise((resolve) => setTimeout(resolve, 10));
       }
     })();
     return { stop: async () => { writing = false; await done; return written; } };
