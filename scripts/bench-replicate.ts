@@ -122,6 +122,9 @@ async function main(): Promise<void> {
     const dirtyCount = Math.round(BLOCKS * DIRTY_FRACTION);
     const changedBytes = await dirty(sourcePath, dirtyCount, 42);
     const second = await replicatePass([disk], 2);
+    // Each pass is verified, as a move's passes are: the plan estimates verification from it.
+    const verifyBlocks = 256;
+    await disk.verify({ mode: "sampled", blocks: verifyBlocks });
     const ratio = second.record.bytesSent / changedBytes;
     console.log(`pass 2 (delta): sent ${(second.record.bytesSent / MiB).toFixed(2)} MiB for ${(changedBytes / MiB).toFixed(2)} MiB changed → ratio ${ratio.toFixed(3)} (target ≤ ${TARGET_RATIO}) in ${second.record.seconds.toFixed(2)} s`);
     const pass2File = await deltaFileBytes(2);
@@ -131,7 +134,6 @@ async function main(): Promise<void> {
     const guest = processMachine("guest", ["-e", GUEST, sourcePath, String(BLOCKS), String(dirtyCount)]);
     const targetMachine = idleTarget();
     await guest.start();
-    const verifyBlocks = 256;
     const committed = await store.loadCommitted("disk0");
     const view = await openDisk(sourcePath, { format: "raw" });
     const plan = await planMigration([{ key: "disk0", source: view, conversion: disk.conversion!, ...(committed ? { committed } : {}) }], {
