@@ -9,7 +9,7 @@
 // - a pass that did not commit deletes its own and leaves the record's;
 // - a cutover's final pass keeps none (no later pass will ask).
 // A diff that fails or a token of another kind answers "cannot say": the pass scans everything.
-import type { ChangeTracking, DirtyRange } from "../disk/types.ts";
+import type { ChangeTracking, DirtyRange, DiskSource } from "../disk/types.ts";
 
 export interface SnapshotTrackingOptions {
   /** This pass's snapshot, as the platform names it. */
@@ -56,6 +56,28 @@ export function snapshotTracking(options: SnapshotTrackingOptions): { readonly c
       await options.releaseView(committed && !options.final);
       // The record now names this pass's snapshot (after a final pass, one no later pass needs).
       if (since !== undefined && committed) await options.deleteSnapshot(since).catch(() => {});
+    },
+  };
+}
+
+/**
+ * A snapshot's view as the pass's source: with tracking, its changes, and closing it releases
+ * through the tracking (which decides what is kept); else the view's own release. `after` runs
+ * last either way (a client to close).
+ */
+export function snapshotSource(source: DiskSource, tracking: { readonly changes: ChangeTracking; release(): Promise<void> } | undefined, releaseView: () => Promise<void>, after: () => void = () => {}): DiskSource {
+  return {
+    ...source,
+    extents: () => source.extents(),
+    // A snapshot reader allocates its own buffers (as the drivers always read it).
+    read: (o, l) => source.read(o, l),
+    ...(tracking === undefined ? {} : { changes: tracking.changes }),
+    close: async () => {
+      try {
+        await (tracking?.release() ?? releaseView());
+      } finally {
+        after();
+      }
     },
   };
 }

@@ -2,6 +2,7 @@
 // EBS direct APIs (replica-target.ts), named by url.ts. An instance starts from them and never
 // writes them: its live disk is its own volume (live-volume.ts).
 import { InvalidArgsError } from "../../errors.ts";
+import { snapshotSource } from "../../contracts/snapshot-tracking.ts";
 import type { DiskDriver, OpenedReplica } from "../../contracts/disk-driver.ts";
 import { parseEbsUrl } from "./url.ts";
 import { clientsFor } from "./open-url.ts";
@@ -52,19 +53,7 @@ export const awsDiskDriver: DiskDriver = {
       final: context.track.final === true,
       release: (keep) => view.release({ keep }),
     });
-    return {
-      ...view.source,
-      extents: () => view.source.extents(),
-      read: (o, l) => view.source.read(o, l),
-      ...(tracking === undefined ? {} : { changes: tracking.changes }),
-      close: async () => {
-        try {
-          await (tracking?.release() ?? view.release());
-        } finally {
-          clients.destroy();
-        }
-      },
-    };
+    return snapshotSource(view.source, tracking, () => view.release(), () => clients.destroy());
   },
   async remove(target, committed, virtualSizeBytes) {
     const { target: replica, close } = await openEbsReplica(target, virtualSizeBytes);

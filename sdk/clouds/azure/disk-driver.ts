@@ -2,6 +2,7 @@
 // page (replica-target.ts), named by url.ts; a managed disk is created from one afterwards. The
 // VM writes its managed disk, never the blob: that is the live disk (live-disk.ts).
 import { InvalidArgsError } from "../../errors.ts";
+import { snapshotSource } from "../../contracts/snapshot-tracking.ts";
 import type { DiskDriver, OpenedReplica } from "../../contracts/disk-driver.ts";
 import { parseAzureDiskUrl } from "./url.ts";
 import { pageBlobClientFor } from "./open-url.ts";
@@ -37,13 +38,7 @@ export const azureDiskDriver: DiskDriver = {
       final: context.track.final === true,
       release: (keep) => view.release({ keep }),
     });
-    return {
-      ...view.source,
-      extents: () => view.source.extents(),
-      read: (o, l) => view.source.read(o, l),
-      ...(tracking === undefined ? {} : { changes: tracking.changes }),
-      close: () => tracking?.release() ?? view.release(),
-    };
+    return snapshotSource(view.source, tracking, () => view.release());
   },
   async remove(target, committed, virtualSizeBytes) {
     const { target: replica, close } = await openPageBlobReplica(target, virtualSizeBytes);
