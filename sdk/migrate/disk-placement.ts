@@ -11,7 +11,7 @@ import { diskDriverFor, openSource } from "../clouds/registry.ts";
 import type { DiskContext, DiskDriver } from "../contracts/disk-driver.ts";
 import { withJobSlot } from "../transfer/job-slots.ts";
 import { replicate, type ReplicateProgress } from "../transfer/replicate.ts";
-import { verifyReplica, type VerifyPolicy } from "../transfer/verify.ts";
+import { verifyPolicyOf, verifyReplica, type VerifyPolicy } from "../transfer/verify.ts";
 import { PortableError } from "../errors.ts";
 import { plainName } from "./targets.ts";
 import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
@@ -119,7 +119,7 @@ async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
     const { target, close } = await driver.openReplicaTarget(args.target, source.virtualSizeBytes, contextOf(args.vsphere));
     try {
       const result = await replicate(source, target, { store, key, final: args.final === true, ...(args.onProgress ? { onProgress: args.onProgress } : {}) });
-      const policy = args.verify ?? { mode: "sampled", blocks: 64 };
+      const policy = args.verify ?? verifyPolicyOf("sampled");
       let verifiedBlocks = 0;
       if (policy.mode !== "none") {
         const started = performance.now();

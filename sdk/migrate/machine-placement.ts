@@ -15,7 +15,7 @@ import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
 import { commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, type AppliedFixups, type CommittedMove, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
 import { cutover, CutoverError, type CutoverOptions, type CutoverRecord } from "./migrate.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
-import type { VerifyPolicy } from "../transfer/verify.ts";
+import { verifyPolicyOf } from "../transfer/verify.ts";
 import { plainName } from "./targets.ts";
 import type { DiskReplication, HealthResult, Machine } from "./types.ts";
 import type { ReplicateProgress } from "../transfer/replicate.ts";
@@ -95,10 +95,6 @@ export interface CopyPolicy {
   readonly onCutoverStep?: (line: string) => void;
 }
 
-function verifyPolicy(verify: CopyPolicy["verify"]): VerifyPolicy {
-  return verify === "full" ? { mode: "full" } : verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: 64 };
-}
-
 function recordOf(id: string, target: string, placed: PlacedDisk, earlier?: PlacedDiskRecord): PlacedDiskRecord {
   return {
     id,
@@ -125,7 +121,7 @@ async function copyDisk(request: MachineRequest, policy: CopyPolicy, disk: DiskP
     ...(disk.sourceFormat === undefined ? {} : { sourceFormat: disk.sourceFormat }),
     target: disk.target,
     stateDir: policy.stateDir,
-    verify: verifyPolicy(policy.verify),
+    verify: verifyPolicyOf(policy.verify),
     ...(request.vsphere ? { vsphere: request.vsphere } : {}),
     ...(onProgress ? { onProgress } : {}),
     ...fixups,
@@ -260,7 +256,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
           live: { workload: from.workload, placement: from.placement },
           target: disk.target,
           stateDir: request.stateDir,
-          verify: verifyPolicy(request.verify),
+          verify: verifyPolicyOf(request.verify),
           ...(from.vsphere ?? to.vsphere ? { vsphere: (to.vsphere ?? from.vsphere)! } : {}),
           // The test boot runs on the move's first copy only; every later one gets the fixups again.
           ...(boot === undefined ? {} : { fixups: latest.has(disk.id) ? { ...boot, testBoot: undefined } : boot }),
@@ -316,7 +312,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
     disks,
     ...(warm ? { warm: { maxPasses, ...(request.deltaThresholdBytes === undefined ? {} : { deltaThresholdBytes: request.deltaThresholdBytes }) } } : {}),
     cutover: request.cutover ?? true,
-    verify: verifyPolicy(request.verify),
+    verify: verifyPolicyOf(request.verify),
     gracefulTimeoutMs: request.gracefulTimeoutMs ?? 30_000,
     onPass: (p) => {
       phase = `warm pass ${p.pass + 1}`;

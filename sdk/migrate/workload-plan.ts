@@ -7,6 +7,7 @@
 // disk's filesystems, which readiness inspects.
 import type { CommittedReplica } from "../contracts/replica-target.ts";
 import { changedBlocks } from "../disk/manifest.ts";
+import { SAMPLED_VERIFY_BLOCKS } from "../transfer/verify.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { diskDriverFor, openSource, placementKindOf } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
@@ -150,9 +151,6 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
     for (const s of sources) await s.source?.close();
   }
 }
-
-/** Sampled verification reads back this many blocks per disk (migrate/machine-placement.ts). */
-const SAMPLED_VERIFY_BLOCKS = 64;
 
 /**
  * What the source's change tracker says changed on the disk since the replica's last pass, and

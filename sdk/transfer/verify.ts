@@ -12,6 +12,14 @@ export type VerifyPolicy =
   | { readonly mode: "sampled"; readonly blocks: number; readonly seed?: string }
   | { readonly mode: "none" };
 
+/** Blocks a sampled verification reads back per disk, by default (the policy's "sampled"). */
+export const SAMPLED_VERIFY_BLOCKS = 64;
+
+/** The policy's word (`full`, `sampled`, `none`) as a VerifyPolicy. */
+export function verifyPolicyOf(verify: "full" | "sampled" | "none"): VerifyPolicy {
+  return verify === "full" ? { mode: "full" } : verify === "none" ? { mode: "none" } : { mode: "sampled", blocks: SAMPLED_VERIFY_BLOCKS };
+}
+
 export interface VerifyResult {
   readonly mode: VerifyPolicy["mode"];
   readonly blocksChecked: number;

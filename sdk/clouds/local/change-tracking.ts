@@ -41,7 +41,8 @@ export function bitmapToken(name: string): string {
   return `${BITMAP_TOKEN}${name}`;
 }
 
-function bitmapOf(token: string): string | undefined {
+/** The bitmap a token names, when it is one of ours. */
+export function bitmapOf(token: string): string | undefined {
   const name = token.startsWith(BITMAP_TOKEN) ? token.slice(BITMAP_TOKEN.length) : undefined;
   return name !== undefined && isTrackingBitmap(name) ? name : undefined;
 }
@@ -98,7 +99,7 @@ export function usableBitmap(node: TrackedNode, name: string): boolean {
  * Exports `node` with `bitmap` over QEMU's NBD server (a socket in `dir`) and opens its dirty
  * ranges. The node must be read-only (a frozen disk under its overlay) or the bitmap disabled.
  */
-export async function exportBitmap(withQmp: <T>(fn: (qmp: QmpClient) => Promise<T>) => Promise<T>, dir: string, node: string, bitmap: string): Promise<{ ranges: AsyncIterable<DirtyRange>; dirtyBytes(): Promise<number>; close(): Promise<void> }> {
+export async function exportBitmap(withQmp: <T>(fn: (qmp: QmpClient) => Promise<T>) => Promise<T>, dir: string, node: string, bitmap: string): Promise<{ ranges: AsyncIterable<DirtyRange>; close(): Promise<void> }> {
   const socket = join(dir, "nbd.sock");
   const id = `pw-export-${randomBytes(6).toString("hex")}`;
   await withQmp(async (qmp) => {
@@ -117,7 +118,6 @@ export async function exportBitmap(withQmp: <T>(fn: (qmp: QmpClient) => Promise<
   const opened = reader;
   return {
     ranges: opened.dirty(),
-    dirtyBytes: () => opened.dirtyBytes(),
     async close() {
       opened.close();
       await withQmp((qmp) => unexport(qmp, id));
@@ -139,13 +139,11 @@ function harvestDir(machineDir: string): string {
 
 /**
  * Saves the dirty ranges of every tracking bitmap of the machine's disks, while the guest is
- * paused or shut down (QEMU still up). Returns the disk files harvested; seal them with
- * sealHarvest() once QEMU has exited. Best effort: a bitmap that cannot be saved is simply not
+ * paused or shut down (QEMU still up); sealHarvest() seals them once QEMU has exited. Best effort: a bitmap that cannot be saved is simply not
  * there later, and its next pass scans.
  */
-export async function harvestBitmaps(withQmp: <T>(fn: (qmp: QmpClient) => Promise<T>) => Promise<T>, machineDir: string): Promise<string[]> {
+export async function harvestBitmaps(withQmp: <T>(fn: (qmp: QmpClient) => Promise<T>) => Promise<T>, machineDir: string): Promise<void> {
   const blocks = (await withQmp((qmp) => qmp.execute("query-block"))) as Array<{ inserted?: { "node-name"?: string; file?: string; image?: { "backing-image"?: unknown }; "dirty-bitmaps"?: BlockBitmap[] } }>;
-  const files: string[] = [];
   for (const block of blocks) {
     const inserted = block.inserted;
     const node = inserted?.["node-name"];
@@ -174,9 +172,7 @@ export async function harvestBitmaps(withQmp: <T>(fn: (qmp: QmpClient) => Promis
       await rename(`${path}.tmp`, path);
       await writeFile(join(harvestDir(machineDir), `${bitmap.name}.disk`), JSON.stringify({ path: resolve(inserted.file), before }));
     }
-    files.push(resolve(inserted.file));
   }
-  return files;
 }
 
 /**
@@ -268,14 +264,15 @@ async function* emptyRanges(): AsyncGenerator<DirtyRange> {}
 
 /**
  * How many bytes changed since `token` on the disk file at `path`, without reading the disk:
- * from a running QEMU's bitmap count, a harvest, or the stamp. Undefined when nothing can say.
+ * from the bitmap's count in the QEMU running on it (`qmp`), a harvest, or the stamp. Undefined
+ * when nothing can say.
  */
-export async function changedBytesSince(token: string, path: string, machineDirs: readonly string[], running: ReadonlyArray<{ readonly qmp: <T>(fn: (qmp: QmpClient) => Promise<T>) => Promise<T> }>): Promise<number | undefined> {
+export async function changedBytesSince(token: string, path: string, machineDirs: readonly string[], qmp?: <T>(fn: (qmp: QmpClient) => Promise<T>) => Promise<T>): Promise<number | undefined> {
   if (token.startsWith(FILE_TOKEN)) return token === `${FILE_TOKEN}${await fileStamp(path).catch(() => "")}` ? 0 : undefined;
   const bitmap = bitmapOf(token);
   if (bitmap === undefined) return undefined;
-  for (const machine of running) {
-    const blocks = (await machine.qmp((qmp) => qmp.execute("query-block")).catch(() => [])) as Array<{ inserted?: { file?: string; "dirty-bitmaps"?: Array<BlockBitmap & { count?: number }> } }>;
+  if (qmp !== undefined) {
+    const blocks = (await qmp((client) => client.execute("query-block")).catch(() => [])) as Array<{ inserted?: { "dirty-bitmaps"?: Array<BlockBitmap & { count?: number }> } }>;
     for (const block of blocks) {
       const found = block.inserted?.["dirty-bitmaps"]?.find((b) => b.name === bitmap);
       if (found !== undefined && found.recording !== false && found.inconsistent !== true && typeof found.count === "number") return found.count;

@@ -222,21 +222,37 @@ export async function stopMachine(store: LocalDatastore, name: string, options: 
   } catch {
     qmp = undefined;
   }
+  // Tracking bitmaps (change-tracking.ts) die with QEMU. With any, the guest's shutdown pauses
+  // QEMU instead of ending it (past the grace, QEMU pauses the guest), their ranges are saved,
+  // and once QEMU has gone the saved ranges are sealed to the disk files as they are then, so
+  // the final pass reads only what changed.
+  const tracked = qmp !== undefined && (await hasTrackingBitmaps(qmp));
+  const ended = async (method: StopResult["method"]): Promise<StopResult> => {
+    if (tracked) await sealHarvest(files.dir);
+    return { method, pid };
+  };
   try {
-    if (qmp !== undefined && (await hasTrackingBitmaps(qmp))) return await stopTracked(qmp, files, pid, gone, options);
     if (qmp !== undefined) {
+      if (tracked) await qmp.execute("set-action", { shutdown: "pause" }).catch(() => {});
       await qmp.execute("system_powerdown").catch(() => {});
-      if (await waitUntil(gone, options.graceMs ?? DEFAULT_POWERDOWN_GRACE_MS)) return { method: "powerdown", pid };
+      const halted = tracked ? async () => (await gone()) || !(await guestRunning(qmp)) : gone;
+      const graceful = await waitUntil(halted, options.graceMs ?? DEFAULT_POWERDOWN_GRACE_MS);
+      if (graceful && !tracked) return { method: "powerdown", pid };
+      if (tracked) {
+        if (!graceful) await qmp.execute("stop").catch(() => {});
+        await clearHarvest(files.dir);
+        if (!(await gone())) await harvestBitmaps((fn) => fn(qmp), files.dir).catch(() => {});
+      }
       // QEMU may close the socket before it answers `quit`; the exit is what counts.
       await qmp.execute("quit").catch(() => {});
-      if (await waitUntil(gone, options.quitTimeoutMs ?? DEFAULT_QUIT_TIMEOUT_MS)) return { method: "quit", pid };
+      if (await waitUntil(gone, options.quitTimeoutMs ?? DEFAULT_QUIT_TIMEOUT_MS)) return await ended(graceful ? "powerdown" : "quit");
     }
     try {
       process.kill(pid, "SIGKILL");
     } catch {
       // It exited between the check and the kill.
     }
-    if (await waitUntil(gone, DEFAULT_QUIT_TIMEOUT_MS)) return { method: "kill", pid };
+    if (await waitUntil(gone, DEFAULT_QUIT_TIMEOUT_MS)) return await ended("kill");
     throw new CloudError("LOCAL_QEMU_UNKILLABLE", `local: machine "${name}": qemu pid ${pid} survived SIGKILL`, { context: { pid } });
   } finally {
     qmp?.close();
@@ -249,33 +265,9 @@ async function hasTrackingBitmaps(qmp: QmpClient): Promise<boolean> {
   return blocks.some((b) => (b.inserted?.["dirty-bitmaps"] ?? []).some((m) => isTrackingBitmap(m.name)));
 }
 
-/**
- * The stop of a machine whose disks QEMU tracks (change-tracking.ts): the guest's shutdown
- * pauses QEMU instead of ending it (or, past the grace, QEMU pauses the guest), the bitmaps'
- * ranges are saved, then QEMU quits and the saved ranges are sealed to the disk files as they
- * are now, so the final pass reads only what changed.
- */
-async function stopTracked(qmp: QmpClient, files: MachineFiles, pid: number, gone: () => Promise<boolean>, options: StopMachineOptions): Promise<StopResult> {
-  await qmp.execute("set-action", { shutdown: "pause" }).catch(() => {});
-  await qmp.execute("system_powerdown").catch(() => {});
-  const halted = async () => (await gone()) || ((await qmp.execute("query-status").catch(() => ({ running: false }))) as { running: boolean }).running === false;
-  const graceful = await waitUntil(halted, options.graceMs ?? DEFAULT_POWERDOWN_GRACE_MS);
-  if (!graceful) await qmp.execute("stop").catch(() => {});
-  await clearHarvest(files.dir);
-  if (!(await gone())) await harvestBitmaps((fn) => fn(qmp), files.dir).catch(() => {});
-  await qmp.execute("quit").catch(() => {});
-  let method: StopResult["method"] = graceful ? "powerdown" : "quit";
-  if (!(await waitUntil(gone, options.quitTimeoutMs ?? DEFAULT_QUIT_TIMEOUT_MS))) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // It exited between the check and the kill.
-    }
-    if (!(await waitUntil(gone, DEFAULT_QUIT_TIMEOUT_MS))) throw new CloudError("LOCAL_QEMU_UNKILLABLE", `local: qemu pid ${pid} survived SIGKILL`, { context: { pid } });
-    method = "kill";
-  }
-  await sealHarvest(files.dir);
-  return { method, pid };
+/** The guest's vCPUs run (false once it shut down into a pause, or was paused). */
+async function guestRunning(qmp: QmpClient): Promise<boolean> {
+  return ((await qmp.execute("query-status").catch(() => ({ running: false }))) as { running: boolean }).running;
 }
 
 /**

@@ -45,8 +45,6 @@ export interface DirtyBitmapReader {
   readonly sizeBytes: number;
   /** The dirty ranges, ascending and merged, read one window at a time (memory stays bounded). */
   dirty(): AsyncIterable<DirtyRange>;
-  /** Sum of the dirty bytes (reads every window's status, no data). */
-  dirtyBytes(): Promise<number>;
   close(): void;
 }
 
@@ -264,11 +262,6 @@ function dirtyReader(wire: Wire, what: string, contextId: number, sizeBytes: num
   return {
     sizeBytes,
     dirty,
-    async dirtyBytes() {
-      let sum = 0;
-      for await (const range of dirty()) sum += range.lengthBytes;
-      return sum;
-    },
     close() {
       const request = Buffer.alloc(28);
       request.writeUInt32BE(REQUEST_MAGIC, 0);

@@ -15,10 +15,10 @@ import type { PointInTime } from "../../contracts/point-in-time.ts";
 import type { ChangeTracking, DiskSource } from "../../disk/types.ts";
 import { openDisk } from "../../disk/open.ts";
 import type { LocalDatastore } from "./datastore.ts";
-import { machineFiles, machineStatus } from "./lifecycle.ts";
+import { machineFiles, machineStatus, type MachineFiles } from "./lifecycle.ts";
 import type { LocalMachineDefinition } from "./machine.ts";
 import { connectQmp, type QmpClient } from "./qmp.ts";
-import { addBitmap, bitmapToken, changedBytesSince, exportBitmap, retireBitmaps, stoppedTracking, trackedNode, usableBitmap } from "./change-tracking.ts";
+import { addBitmap, bitmapOf, bitmapToken, changedBytesSince, exportBitmap, retireBitmaps, stoppedTracking, trackedNode, usableBitmap } from "./change-tracking.ts";
 
 /** How long an active commit may take to become ready and to pivot back. */
 export const COMMIT_TIMEOUT_MS = 120_000;
@@ -57,6 +57,13 @@ interface BlockInfo {
  */
 export async function freezeFile(store: LocalDatastore, path: string, format: "raw" | "qcow2" = "raw", track?: TrackOptions): Promise<FrozenDisk> {
   const wanted = resolve(path);
+  const running = await machineRunningOn(store, wanted);
+  if (running !== undefined) return freezeDrive(running.files, running.drive, wanted, format, track);
+  return openStill(store, wanted, format, track);
+}
+
+/** The running machine of the datastore with the disk file open, and its drive (by QEMU argv, then QMP's block list). */
+async function machineRunningOn(store: LocalDatastore, wanted: string): Promise<{ files: MachineFiles; drive: string } | undefined> {
   const names = await readdir(join(store.root, "machines")).catch(() => [] as string[]);
   for (const name of names) {
     if ((await machineStatus(store, name).catch(() => undefined))?.state !== "running") continue;
@@ -64,24 +71,20 @@ export async function freezeFile(store: LocalDatastore, path: string, format: "r
     if (!(await readFile(files.args, "utf8").catch(() => "")).includes(wanted)) continue;
     const blocks = (await withQmp(files.qmpSocket, (qmp) => qmp.execute("query-block"))) as BlockInfo[];
     const drive = blocks.find((b) => b.inserted?.file !== undefined && resolve(b.inserted.file) === wanted)?.device;
-    if (drive !== undefined) return freezeDrive(files, drive, wanted, format, track);
+    if (drive !== undefined) return { files, drive };
   }
-  return openStill(store, wanted, format, track);
+  return undefined;
 }
 
 /**
- * Bytes the disk file at `path` changed since `token`, from the bitmaps of the running machines
- * of the datastore, or a stop's harvest: nothing of the disk is read.
+ * Bytes the disk file at `path` changed since `token`, from the bitmap of the machine running on
+ * it, or a stop's harvest: nothing of the disk is read.
  */
 export async function trackedChangedBytes(store: LocalDatastore, path: string, token: string): Promise<number | undefined> {
-  const dirs = await machineDirs(store);
-  const running = [];
-  for (const name of await readdir(join(store.root, "machines")).catch(() => [] as string[])) {
-    if ((await machineStatus(store, name).catch(() => undefined))?.state !== "running") continue;
-    const socket = (await machineFiles(store, name)).qmpSocket;
-    running.push({ qmp: <T>(fn: (qmp: QmpClient) => Promise<T>) => withQmp(socket, fn) });
-  }
-  return changedBytesSince(token, resolve(path), dirs, running);
+  const wanted = resolve(path);
+  const running = await machineRunningOn(store, wanted);
+  const qmp = running === undefined ? undefined : <T>(fn: (client: QmpClient) => Promise<T>) => withQmp(running.files.qmpSocket, fn);
+  return changedBytesSince(token, wanted, await machineDirs(store), qmp);
 }
 
 /** Change tracking for replica `key`: the pass that reads the view commits under this key. */
@@ -151,7 +154,7 @@ async function freezeDrive(files: { readonly dir: string; readonly qmpSocket: st
     token: bitmapToken(tracked.bitmap),
     async changedSince(token) {
       since = token;
-      const name = token.startsWith("qemu-bitmap:") ? token.slice("qemu-bitmap:".length) : undefined;
+      const name = bitmapOf(token);
       if (name !== undefined && usableBitmap(tracked.node, name)) {
         // An export QEMU refuses is a tracker that cannot say: the pass scans instead.
         const exported = await exportBitmap(qmp, files.dir, tracked.node.node, name).catch(() => undefined);
@@ -176,7 +179,7 @@ async function freezeDrive(files: { readonly dir: string; readonly qmpSocket: st
       // The committed pass's bitmap stays (the next pass reads it); every other one of this key goes.
       // A pass that did not commit leaves the record on the bitmap it read from.
       if (tracked !== undefined && track !== undefined) {
-        const keep = committed ? tracked.bitmap : since?.startsWith("qemu-bitmap:") === true ? since.slice("qemu-bitmap:".length) : undefined;
+        const keep = committed ? tracked.bitmap : since === undefined ? undefined : bitmapOf(since);
         await qmp((client) => retireBitmaps(client, tracked.node.node, track.key, keep));
       }
     },
