@@ -29,3 +29,8 @@ export function urnFor(name: string, type: string, parent: pulumi.Resource | und
   const parentUrn = new Promise<string>((resolve) => void parent.urn.apply(resolve));
   return pulumi.createUrn(name, type, pulumi.output(parentUrn));
 }
+
+/** A resource's URN as an input that does not wait for the resource's children (see urnFor). */
+export function urnOf(resource: pulumi.Resource): pulumi.Output<string> {
+  return pulumi.output(new Promise<string>((resolve) => void resource.urn.apply(resolve)));
+}

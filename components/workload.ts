@@ -16,6 +16,7 @@ import { Machine } from "./providers/machine.ts";
 import { Readiness } from "./providers/readiness.ts";
 import { AwsPlacement } from "./placements/aws.ts";
 import { AzurePlacement } from "./placements/azure.ts";
+import { urnOf } from "./runtime.ts";
 
 export interface WorkloadArgs {
   readonly spec: WorkloadInput;
@@ -27,8 +28,11 @@ export interface WorkloadArgs {
    */
   readonly migration?: MigrationPolicyInput;
   /**
-   * Replica manifests, journals and placement records. @default ".portable" in the program's
-   * working directory. Pulumi state keeps only references into it and digests.
+   * This machine's cache: pass journals, measured timings, and the replica state of targets that
+   * keep none beside them (vSphere; aws without stateBucket). @default ".portable" in the
+   * program's working directory. The replica state of local, azure and aws (with stateBucket)
+   * targets is kept beside them, so any machine plans and moves from it; Pulumi state keeps its
+   * references and digests.
    */
   readonly stateDir?: string;
   /** Per disk id, a source that overrides the spec's: e.g. a StackReference output (cross-stack). */
@@ -83,15 +87,14 @@ export class Workload extends pulumi.ComponentResource {
         }),
       }).then(
         (plan) => {
-          void pulumi.log.info(plan.summary, this);
+          // The summary (bytes, downtime) is the Machine's to log: it plans from where Pulumi
+          // state has the workload (components/providers/machine.ts logPlan). This plan, from this
+          // machine's state folder, gates readiness.
           const blocking = migration.readiness === "block" ? " (blocks `up`; migration.readiness: \"warn\" lets it through)" : "";
           for (const finding of plan.findings.filter((f) => f.severity === "error")) void pulumi.log.warn(`readiness: ${finding.code}: ${finding.message}${blocking}`, this);
           return plan;
         },
-        (error: unknown) => {
-          void pulumi.log.warn(`${spec.name}: no migration plan: ${(error as Error).message}`, this);
-          return undefined;
-        },
+        () => undefined,
       ),
     );
 
@@ -125,6 +128,7 @@ export class Workload extends pulumi.ComponentResource {
       stopGraceSeconds: migration.stopGraceSeconds,
       migration: JSON.stringify({ mode: migration.mode, cutover: migration.cutover, maxPasses: migration.maxPasses }),
       ...(fixups === undefined ? {} : { fixups }),
+      planUrn: urnOf(this),
     }, { parent: this, dependsOn: [gate] });
     const disks = diskInputs.map(
       (d) =>

@@ -35,16 +35,16 @@ function engine(): EngineClient | null {
   return client;
 }
 
-/** Sends an info message about the resource `urn` to the engine; ephemeral ones show while it runs. */
-export function logToEngine(urn: string, message: string, options: { readonly ephemeral?: boolean } = {}): Promise<void> {
+/** Sends a message about the resource `urn` to the engine; ephemeral ones show while it runs. */
+export function logToEngine(urn: string, message: string, options: { readonly ephemeral?: boolean; readonly severity?: "info" | "warning" } = {}): Promise<void> {
   const target = engine();
   if (target === null) return Promise.resolve();
   const proto = fromPulumi()("./proto/engine_pb.js") as {
     LogRequest: new () => { setSeverity(v: number): void; setMessage(v: string): void; setUrn(v: string): void; setEphemeral(v: boolean): void };
-    LogSeverity: { INFO: number };
+    LogSeverity: { INFO: number; WARNING: number };
   };
   const request = new proto.LogRequest();
-  request.setSeverity(proto.LogSeverity.INFO);
+  request.setSeverity(options.severity === "warning" ? proto.LogSeverity.WARNING : proto.LogSeverity.INFO);
   request.setMessage(message);
   request.setUrn(urn);
   request.setEphemeral(options.ephemeral === true);

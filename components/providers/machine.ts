@@ -11,6 +11,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type * as Machines from "../../sdk/migrate/machine-placement.ts";
 import type * as Specs from "../../sdk/spec/placement.ts";
 import type * as Placement from "../../sdk/migrate/disk-placement.ts";
+import type * as Plans from "../../sdk/migrate/workload-plan.ts";
 import type * as EngineLog from "./engine-log.ts";
 import { providerModule, sdkModule, urnFor } from "../runtime.ts";
 
@@ -36,6 +37,8 @@ export interface MachineInputs {
   readonly fixups?: string;
   /** This resource's URN, for progress of copies and passes (not part of the diff). */
   readonly progressUrn?: string;
+  /** The Workload component's URN: the plan a preview shows is logged on it (not part of the diff). */
+  readonly planUrn?: string;
 }
 
 export interface MachineOutputs extends MachineInputs {
@@ -54,6 +57,11 @@ export interface MachineOutputs extends MachineInputs {
   readonly lastMove: string;
   /** Earlier placements kept, their machines stopped: [{ placement, disks, machineId }] as JSON. */
   readonly retained: string;
+  /**
+   * Measured boot, stop and fixup seconds per placement kind, as JSON: what the next plan
+   * estimates from, on any machine. "" before any measurement.
+   */
+  readonly timings?: string;
 }
 
 interface Retained {
@@ -70,38 +78,66 @@ interface MigrationSettings {
 }
 
 const MACHINES = sdkModule("migrate/machine-placement");
+const PLAN = sdkModule("migrate/workload-plan");
 const SPECS = sdkModule("spec/placement");
 const PLACEMENT = sdkModule("migrate/disk-placement");
 const ENGINE_LOG = providerModule("engine-log");
 
 const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOutputs> = {
-  async check(_olds, news) {
+  async check(olds, news) {
     const { parseWorkloadArgs } = require(SPECS) as typeof Specs;
     try {
       parseWorkloadArgs({ spec: JSON.parse(news.spec), placement: JSON.parse(news.placement), ...(news.migration ? { migration: JSON.parse(news.migration) } : {}) }, `Machine ${news.workload}`);
-      return { inputs: news };
     } catch (error) {
       return { inputs: news, failures: [{ property: "spec", reason: (error as Error).message }] };
     }
+    // A first placement: the plan copies every disk from its source.
+    if (olds.workload === undefined) await logPlan(news, undefined);
+    return { inputs: news };
   },
 
   async diff(_id, olds, news) {
-    // The move policy matters only to a move: alone, it changes nothing to do.
-    const changed = (["spec", "placement", "disks", "keepPrevious", "verify", "stateDir", "stopGraceSeconds", "migration"] as const)
+    // The move policy matters only to a move: alone, it changes nothing to do. The state folder
+    // is a cache (the replica state is beside the targets): another one changes nothing either.
+    const changed = (["spec", "placement", "disks", "keepPrevious", "verify", "stopGraceSeconds", "migration"] as const)
       .filter((k) => olds[k] !== news[k])
       .filter((k) => k !== "migration" || movePending(olds, news));
+    if (movePending(olds, news)) await logPlan(news, olds);
     return { changes: changed.length > 0, replaces: olds.workload !== news.workload ? ["workload"] : [] };
   },
 
   async create(inputs) {
     const machines = require(MACHINES) as typeof Machines;
     const request = requestOf(inputs, inputs.placement, "[]", machines);
-    const placed = await machines.placeWorkload(request, policyOf(inputs), plansOf(inputs));
-    return { id: `${inputs.workload}`, outs: outputsOf(inputs, placed.state, { live: inputs.placement, placed: placed.disks, staged: "", lastMove: "", retained: [] }) };
+    const targets = plansOf(inputs).map((d) => d.target);
+    const placed = await machines.withWorkloadLease(request.workload.name, targets, inputs.stateDir, `place ${request.workload.name} on ${request.placement.kind}`, request.vsphere, () => machines.placeWorkload(request, policyOf(inputs), plansOf(inputs)));
+    return { id: `${inputs.workload}`, outs: { ...outputsOf(inputs, placed.state, { live: inputs.placement, placed: placed.disks, staged: "", lastMove: "", retained: [] }), timings: timingsOf(undefined, inputs) } };
   },
 
   async update(_id, olds, news) {
     const machines = require(MACHINES) as typeof Machines;
+    // Every target this run may write or delete: where the workload is, where it goes, what was kept or staged.
+    const recorded = [liveOf(olds).placed, ...JSON.parse(olds.retained || "[]").map((r: Retained) => r.disks), olds.staged || "[]"]
+      .flatMap((disks) => (JSON.parse(disks) as Machines.PlacedDiskRef[]).map((d) => d.target));
+    const targets = [...recorded, ...plansOf(news).map((d) => d.target)];
+    const live = JSON.parse(liveOf(olds).live) as Specs.Placement;
+    const purpose = `update ${news.workload} on ${live.kind}${movePending(olds, news) ? ` → ${(JSON.parse(news.placement) as Specs.Placement).kind}` : ""}`;
+    const vsphere = machines.vsphereConnectionFor(JSON.parse(news.placement) as Specs.Placement) ?? machines.vsphereConnectionFor(live);
+    const outs = await machines.withWorkloadLease(news.workload, targets, news.stateDir, purpose, vsphere, () => updateNow(olds, news, machines));
+    return { outs: { ...outs, timings: timingsOf(olds, news) } };
+  },
+
+  async delete(_id, olds) {
+    const machines = require(MACHINES) as typeof Machines;
+    const targets = [liveOf(olds).placed, ...JSON.parse(olds.retained || "[]").map((r: Retained) => r.disks), olds.staged || "[]"]
+      .flatMap((disks) => (JSON.parse(disks) as Machines.PlacedDiskRef[]).map((d) => d.target));
+    const vsphere = machines.vsphereConnectionFor(JSON.parse(liveOf(olds).live) as Specs.Placement);
+    await machines.withWorkloadLease(olds.workload, targets, olds.stateDir, `delete ${olds.workload}`, vsphere, () => deleteNow(olds, machines));
+  },
+};
+
+async function updateNow(olds: MachineOutputs, news: MachineInputs, machines: typeof Machines): Promise<MachineOutputs> {
+  {
     // Where the workload runs: the last committed placement (a staged move has not cut over).
     const { live, placed } = liveOf(olds);
     const from = { ...requestOf(olds, live, placed, machines), machineId: olds.machineId };
@@ -128,24 +164,25 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
         gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000,
       });
       if (moved.staged !== undefined) {
-        return { outs: outputsOf(news, moved.state, { live, placed: moved.disks, staged: JSON.stringify(moved.staged), lastMove: JSON.stringify(moved.record), retained: kept }) };
+        return outputsOf(news, moved.state, { live, placed: moved.disks, staged: JSON.stringify(moved.staged), lastMove: JSON.stringify(moved.record), retained: kept });
       }
       // Replicas staged earlier for a placement other than this one are no one's now.
       if (olds.staged && olds.placement !== news.placement) await machines.removeWorkload(requestOf(olds, olds.placement, olds.staged, machines), "", olds.stateDir);
       if (news.keepPrevious) retained.push({ placement: live, disks: placed, machineId: olds.machineId });
-      return { outs: outputsOf(news, moved.state, { live: news.placement, placed: moved.disks, staged: "", lastMove: JSON.stringify(moved.record), retained }) };
+      return outputsOf(news, moved.state, { live: news.placement, placed: moved.disks, staged: "", lastMove: JSON.stringify(moved.record), retained });
     }
     if (olds.spec !== news.spec || olds.disks !== news.disks || live !== news.placement) {
       // Same placement, new shape, settings or disk sources: the machine is recreated on its disks.
       const previous = (JSON.parse(olds.disks) as Machines.DiskPlan[]).map((plan) => ({ ...plan, ...liveDisks.find((d) => d.id === plan.id) }));
       const reshaped = await machines.reshapeWorkload(from, requestOf(news, news.placement, "[]", machines), policyOf(news), plansOf(news), previous);
-      return { outs: outputsOf(news, reshaped.state, { live: news.placement, placed: reshaped.disks, staged: olds.staged ?? "", lastMove: olds.lastMove, retained }) };
+      return outputsOf(news, reshaped.state, { live: news.placement, placed: reshaped.disks, staged: olds.staged ?? "", lastMove: olds.lastMove, retained });
     }
-    return { outs: { ...olds, ...news, retained: JSON.stringify(retained) } };
-  },
+    return { ...olds, ...news, retained: JSON.stringify(retained) };
+  }
+}
 
-  async delete(_id, olds) {
-    const machines = require(MACHINES) as typeof Machines;
+async function deleteNow(olds: MachineOutputs, machines: typeof Machines): Promise<void> {
+  {
     const { live, placed } = liveOf(olds);
     await machines.removeWorkload(requestOf(olds, live, placed, machines), olds.machineId, olds.stateDir);
     for (const kept of JSON.parse(olds.retained || "[]") as Retained[]) {
@@ -155,8 +192,64 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
     // The measured timings of this workload's machines: the last thing of it in the state folder.
     const { forgetWorkload } = require(PLACEMENT) as typeof Placement;
     await forgetWorkload(olds.stateDir, (JSON.parse(olds.spec) as { name: string }).name);
-  },
-};
+  }
+}
+
+/**
+ * Logs the plan of this run on the Workload, as `pulumi preview` shows it: from where Pulumi
+ * state has the workload (`olds`; a first placement without) and the replica state beside the
+ * targets, so every machine with the backend and the credentials shows the same plan. State that
+ * is not what Pulumi recorded is named instead (REPLICA_STATE_MISMATCH), as `up` would refuse it.
+ */
+async function logPlan(news: MachineInputs, olds: MachineOutputs | undefined): Promise<void> {
+  const { logToEngine } = require(ENGINE_LOG) as typeof EngineLog;
+  if (news.planUrn === undefined || news.planUrn === "") return;
+  const machines = require(MACHINES) as typeof Machines;
+  const { planWorkload } = require(PLAN) as typeof Plans;
+  const { checkRecordedState } = require(PLACEMENT) as typeof Placement;
+  try {
+    const workload = JSON.parse(news.spec) as Specs.ValidWorkloadArgs["spec"];
+    const placement = JSON.parse(news.placement) as Specs.Placement;
+    const settings = settingsOf(news);
+    const fixups = news.fixups ? (JSON.parse(news.fixups) as NonNullable<Machines.CopyPolicy["fixups"]>) : undefined;
+    const current: Record<string, Placement.CurrentPlacement> = {};
+    if (olds !== undefined) {
+      const { live, placed } = liveOf(olds);
+      const vsphere = machines.vsphereConnectionFor(JSON.parse(live) as Specs.Placement);
+      const disks = JSON.parse(placed) as Machines.PlacedDiskRecord[];
+      await checkRecordedState(workload.name, disks, news.stateDir, vsphere);
+      const connection = vsphere === undefined ? undefined : (({ password: _password, ...rest }) => rest)(vsphere);
+      for (const d of disks) current[d.id] = { target: d.target, location: d.location, virtualSizeBytes: d.virtualSizeBytes ?? 0, ...(connection === undefined ? {} : { vsphere: connection }) };
+    }
+    const plan = await planWorkload({
+      workload,
+      placement,
+      mode: settings.mode,
+      cutover: settings.cutover,
+      maxPasses: settings.maxPasses,
+      verify: news.verify,
+      stateDir: news.stateDir,
+      current,
+      ...(olds?.timings ? { timings: JSON.parse(olds.timings) as Record<string, Placement.MachineTimings> } : {}),
+      ...(news.stopGraceSeconds === undefined ? {} : { stopGraceSeconds: news.stopGraceSeconds }),
+      ...(fixups === undefined ? {} : { fixups: fixups.policy, ...(fixups.testBoot === undefined ? {} : { testBoot: fixups.testBoot }) }),
+      disks: plansOf(news).map((d) => ({ id: d.id, source: d.source, ...(d.sourceFormat === undefined ? {} : { sourceFormat: d.sourceFormat }), target: d.target })),
+    });
+    await logToEngine(news.planUrn, plan.summary);
+  } catch (error) {
+    await logToEngine(news.planUrn, `${news.workload}: no migration plan: ${(error as Error).message}`, { severity: "warning" });
+  }
+}
+
+/** The measured timings: Pulumi state's, with this run's measurements (the state folder's) over them. */
+function timingsOf(olds: MachineOutputs | undefined, inputs: MachineInputs): string {
+  const { readTimings } = require(PLACEMENT) as typeof Placement;
+  const recorded = olds?.timings ? (JSON.parse(olds.timings) as Record<string, Placement.MachineTimings>) : {};
+  const measured = readTimings(inputs.stateDir, (JSON.parse(inputs.spec) as { name: string }).name);
+  const all: Record<string, Placement.MachineTimings> = { ...recorded };
+  for (const [kind, timings] of Object.entries(measured)) all[kind] = { ...all[kind], ...timings };
+  return Object.keys(all).length === 0 ? "" : JSON.stringify(all);
+}
 
 /**
  * The placement the workload runs on and its disks there. State written before `live` and
@@ -244,6 +337,7 @@ export interface MachineArgs {
   readonly stopGraceSeconds?: pulumi.Input<number>;
   readonly fixups?: pulumi.Input<string>;
   readonly migration?: pulumi.Input<string>;
+  readonly planUrn?: pulumi.Input<string>;
 }
 
 /** A workload's placement and cutover (type token `pulumi-nodejs:dynamic/portable:Machine`). */
@@ -257,12 +351,13 @@ export class Machine extends pulumi.dynamic.Resource {
   declare readonly live: pulumi.Output<string>;
   declare readonly placed: pulumi.Output<string>;
   declare readonly staged: pulumi.Output<string>;
+  declare readonly timings: pulumi.Output<string>;
 
   constructor(name: string, args: MachineArgs, opts?: pulumi.CustomResourceOptions) {
     super(
       machineProvider,
       name,
-      { verify: "sampled", ...args, progressUrn: urnFor(name, "pulumi-nodejs:dynamic/portable:Machine", opts?.parent), kind: undefined, machineId: undefined, running: undefined, addresses: undefined, bootSeconds: undefined, live: undefined, placed: undefined, staged: undefined, lastMove: undefined, retained: undefined },
+      { verify: "sampled", ...args, progressUrn: urnFor(name, "pulumi-nodejs:dynamic/portable:Machine", opts?.parent), kind: undefined, machineId: undefined, running: undefined, addresses: undefined, bootSeconds: undefined, live: undefined, placed: undefined, staged: undefined, lastMove: undefined, retained: undefined, timings: undefined },
       opts,
       "portable",
       "Machine",

@@ -10,6 +10,7 @@ import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
 import type { CommittedReplica, ReplicaTarget } from "./replica-target.ts";
 import type { VsphereConnection } from "./vsphere-connection.ts";
+import type { StateStore } from "./state-store.ts";
 
 /** What a driver may need besides the target string: connections whose secrets travel apart. */
 export interface DiskContext {
@@ -69,4 +70,10 @@ export interface DiskDriver {
   remove(target: string, committed: CommittedReplica | undefined, virtualSizeBytes: number, context: DiskContext): Promise<void>;
   /** A local image file QEMU can open as a backing file (fixups), when the disk is one. */
   localImage?(target: string): string | undefined;
+  /**
+   * Where the replica state of the disk at `target` is kept beside it (the local datastore's
+   * folder, the placement's S3 bucket, the page blobs' container). Undefined: nowhere there, so
+   * the state stays in the caller's state folder.
+   */
+  stateStore?(target: string, context: DiskContext): Promise<StateStore | undefined>;
 }

@@ -48,6 +48,11 @@ export interface PendingPass {
   readonly unknown: ReadonlySet<number>;
   /** Every write was done and the target's commit had started (it may have finished). */
   readonly sealing: boolean;
+  /**
+   * The pass began on another machine (its journal is there): which blocks it wrote is not
+   * known, so every block's content on the target is unknown.
+   */
+  readonly unknownAll?: boolean;
 }
 
 /** One pass's writes into a target. Calls to write() may overlap; they never share a block. */

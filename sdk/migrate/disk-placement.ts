@@ -6,7 +6,8 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { FileReplicaStore, recordVerification } from "../transfer/checkpoint.ts";
+import { FileReplicaStore, recordVerification, type ReplicaStore } from "../transfer/checkpoint.ts";
+import { TargetReplicaStore } from "../transfer/target-store.ts";
 import { diskDriverFor, openSource } from "../clouds/registry.ts";
 import type { DiskContext, DiskDriver } from "../contracts/disk-driver.ts";
 import { withJobSlot } from "../transfer/job-slots.ts";
@@ -33,7 +34,10 @@ export interface PlaceDiskArgs {
   readonly sourceFormat?: string;
   /** Where they go: a raw file path, ebs://?region=R, azblob://…. */
   readonly target: string;
-  /** Replica state (manifests, journals). */
+  /**
+   * The local cache of replica state: journals of passes, and the manifests of targets whose
+   * platform keeps no state beside them (replicaStoreFor).
+   */
   readonly stateDir: string;
   readonly verify?: VerifyPolicy;
   readonly onProgress?: (progress: ReplicateProgress) => void;
@@ -106,10 +110,45 @@ export function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
   return withJobSlot(() => placeDiskNow(args));
 }
 
+/**
+ * Where the replica state of the disk at `target` is kept: beside it when its platform keeps it
+ * there (DiskDriver.stateStore), with `stateDir` as the cache of pass journals; else in `stateDir`.
+ */
+export async function replicaStoreFor(target: string, stateDir: string, vsphere?: VsphereConnection): Promise<ReplicaStore> {
+  const remote = await (await diskDriverFor(target)).stateStore?.(target, contextOf(vsphere));
+  const cache = new FileReplicaStore(stateDir);
+  return remote === undefined ? cache : new TargetReplicaStore(remote, cache);
+}
+
+/**
+ * Refuses replica state that is not what Pulumi state recorded: each placed disk's committed
+ * manifest must have the digest its record keeps. A mismatch is state changed outside this stack
+ * (tampered with) or by a run that Pulumi never recorded (stale), and nothing is planned or moved
+ * from it: REPLICA_STATE_MISMATCH.
+ */
+export async function checkRecordedState(workload: string, disks: ReadonlyArray<{ readonly id: string; readonly target: string; readonly digest?: string }>, stateDir: string, vsphere?: VsphereConnection): Promise<void> {
+  for (const disk of disks) {
+    if (disk.digest === undefined || disk.digest === "") continue;
+    const store = await replicaStoreFor(disk.target, stateDir, vsphere);
+    const key = replicaKey(workload, disk.id, disk.target);
+    const committed = await store.loadCommitted(key);
+    const digest = committed?.manifest.digest();
+    if (digest === disk.digest) continue;
+    throw new PortableError(
+      "REPLICA_STATE_MISMATCH",
+      `disk ${disk.id} of ${workload}: the replica state at ${store.reference(key)} ${committed === undefined ? "is missing" : `has manifest digest ${digest}`}, but Pulumi state recorded ${disk.digest}. ` +
+        "It was changed outside this stack, or by a run that Pulumi did not record; nothing is planned or moved from it. Put the recorded state back, or run from the machine whose state folder holds it.",
+      { context: { workload, disk: disk.id, reference: store.reference(key), recorded: disk.digest, ...(digest === undefined ? {} : { found: digest }) } },
+    );
+  }
+}
+
 async function placeDiskNow(args: PlaceDiskArgs): Promise<PlacedDisk> {
-  const store = new FileReplicaStore(args.stateDir);
+  const store = await replicaStoreFor(args.target, args.stateDir, args.vsphere);
   const key = replicaKey(args.workload, args.disk, args.target);
-  const opened = typeof args.source === "string" ? await openSource(args.source, args.sourceFormat) : await openReplica(args.workload, args.disk, args.source.replicaOf, store, args.vsphere, args.live, { key, final: args.final === true });
+  const opened = typeof args.source === "string"
+    ? await openSource(args.source, args.sourceFormat)
+    : await openReplica(args.workload, args.disk, args.source.replicaOf, await replicaStoreFor(args.source.replicaOf, args.stateDir, args.vsphere), args.vsphere, args.live, { key, final: args.final === true });
   let fixed: FixedSource | undefined;
   try {
     fixed = await fixSource(args, opened, key);
@@ -207,7 +246,7 @@ function contextOf(vsphere: VsphereConnection | undefined): DiskContext {
  * to it (at a point in time), else its committed replica read back (an EBS chain, a blob).
  * `trackFor`: the replica the pass commits to, for a platform that tracks changes.
  */
-export async function openReplica(workload: string, disk: string, target: string, store: FileReplicaStore, vsphere?: VsphereConnection, running?: { readonly workload: Workload; readonly placement: Placement }, trackFor?: DiskContext["track"]): Promise<DiskSource> {
+export async function openReplica(workload: string, disk: string, target: string, store: ReplicaStore, vsphere?: VsphereConnection, running?: { readonly workload: Workload; readonly placement: Placement }, trackFor?: DiskContext["track"]): Promise<DiskSource> {
   const key = replicaKey(workload, disk, target);
   const committed = await store.loadCommitted(key);
   if (committed === undefined) throw new PortableError("REPLICA_MISSING", `disk ${disk} of ${workload}: no committed replica on ${target} to move from (state ${store.reference(key)})`);
@@ -236,13 +275,13 @@ export async function openReplica(workload: string, disk: string, target: string
  * the running disk itself and takes block writes (local); a boot disk the final pass fixed up
  * differs from what the target got, so the caller leaves it.
  */
-export async function refreshSourceRecord(args: { readonly stateDir: string; readonly workload: string; readonly disk: string; readonly source: string; readonly target: string }): Promise<void> {
+export async function refreshSourceRecord(args: { readonly stateDir: string; readonly workload: string; readonly disk: string; readonly source: string; readonly target: string; readonly vsphere?: VsphereConnection }): Promise<void> {
   const driver = await diskDriverFor(args.source);
   // Only a disk its machine writes goes stale.
   if (!driver.liveDisk) return;
-  const store = new FileReplicaStore(args.stateDir);
+  const store = await replicaStoreFor(args.source, args.stateDir, args.vsphere);
   const sourceKey = replicaKey(args.workload, args.disk, args.source);
-  const [was, now] = await Promise.all([store.loadCommitted(sourceKey), store.loadCommitted(replicaKey(args.workload, args.disk, args.target))]);
+  const [was, now] = await Promise.all([store.loadCommitted(sourceKey), (await replicaStoreFor(args.target, args.stateDir, args.vsphere)).loadCommitted(replicaKey(args.workload, args.disk, args.target))]);
   if (was === undefined || now === undefined) return;
   // The manifest is no longer what the view of `was.changeToken` read: that token goes with it.
   const { changeToken: _stale, ...rest } = was;
@@ -256,7 +295,7 @@ export async function refreshSourceRecord(args: { readonly stateDir: string; rea
  * datastore folder and the state folder's fixups/ go too once nothing else is in them.
  */
 export async function removeDisk(args: { readonly workload: string; readonly disk: string; readonly target: string; readonly stateDir: string; readonly virtualSizeBytes: number; readonly vsphere?: VsphereConnection }): Promise<void> {
-  const store = new FileReplicaStore(args.stateDir);
+  const store = await replicaStoreFor(args.target, args.stateDir, args.vsphere);
   const key = replicaKey(args.workload, args.disk, args.target);
   await (await diskDriverFor(args.target)).remove(args.target, await store.loadCommitted(key), args.virtualSizeBytes, contextOf(args.vsphere));
   await store.remove(key);

@@ -12,10 +12,10 @@ import type { Workload } from "../spec/workload.ts";
 import { diskDriverFor, machineDriver, placementContext } from "../clouds/registry.ts";
 import type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../contracts/machine-driver.ts";
 import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
-import { commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, type AppliedFixups, type CommittedMove, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
+import { checkRecordedState, commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, replicaStoreFor, type AppliedFixups, type CommittedMove, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
 import { cutover, CutoverError, type CutoverOptions, type CutoverRecord } from "./migrate.ts";
-import { FileReplicaStore } from "../transfer/checkpoint.ts";
 import { verifyPolicyOf } from "../transfer/verify.ts";
+import { acquireLease, fileStateStore, type Lease, type StateStore } from "../contracts/state-store.ts";
 import { plainName } from "./targets.ts";
 import type { DiskReplication, HealthResult, Machine } from "./types.ts";
 import type { ReplicateProgress } from "../transfer/replicate.ts";
@@ -228,6 +228,8 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
   // Never cut over twice: a run that committed and was then killed is taken over as it is.
   const adopted = await adoptCommitted(request);
   if (adopted !== undefined) return adopted;
+  // The disks are moved from what Pulumi state recorded, or not at all.
+  await checkRecordedState(from.workload.name, from.disks, request.stateDir, from.vsphere);
   // The source is the truth until a commit. A machine of this workload on the target is a kept
   // one (a flip back) or one an interrupted cutover started: it goes before anything is written.
   const there = request.keptMachineId ?? (await driver.find?.(to, machineName(to.workload)));
@@ -334,7 +336,7 @@ export async function moveMachine(request: MoveRequest): Promise<MoveResult> {
         const placed = latest.get(disk.id)!;
         await commitPlacement(request.stateDir, to.workload.name, disk.id, currentOf(await diskDriverFor(disk.target), disk.target, placed.location, placed.virtualSizeBytes, to.vsphere));
         const fixed = request.fixups?.disk === disk.id && (finalFixups?.outcomes.length ?? 0) > 0;
-        if (!fixed) await refreshSourceRecord({ stateDir: request.stateDir, workload: to.workload.name, disk: disk.id, source: from.disks.find((d) => d.id === disk.id)!.target, target: disk.target });
+        if (!fixed) await refreshSourceRecord({ stateDir: request.stateDir, workload: to.workload.name, disk: disk.id, source: from.disks.find((d) => d.id === disk.id)!.target, target: disk.target, ...(from.vsphere ?? to.vsphere ? { vsphere: (to.vsphere ?? from.vsphere)! } : {}) });
       }
       await commitMove(request.stateDir, to.workload.name, committedOf(state, to.disks));
     },
@@ -362,11 +364,11 @@ async function adoptCommitted(request: MoveRequest): Promise<MoveResult | undefi
   if (!at(to.disks)) {
     throw new PortableError("MOVE_COMMITTED_ELSEWHERE", `move ${to.workload.name}: an interrupted run committed this workload to ${Object.values(committed.targets).join(", ")}, which is neither where the caller's record has it nor the new placement. Run up with that placement first (it takes the move over), then move on`);
   }
-  const store = new FileReplicaStore(request.stateDir);
   const disks: PlacedDiskRecord[] = [];
   for (const disk of to.disks) {
     const current = readCurrent(request.stateDir, to.workload.name, disk.id);
     const key = replicaKey(to.workload.name, disk.id, disk.target);
+    const store = await replicaStoreFor(disk.target, request.stateDir, to.vsphere);
     const replica = await store.loadCommitted(key);
     if (current?.target !== disk.target || replica === undefined) return undefined;
     disks.push({ id: disk.id, target: disk.target, location: current.location, virtualSizeBytes: current.virtualSizeBytes, digest: replica.manifest.digest(), reference: store.reference(key), passes: replica.passes, bytesSent: 0, blocksSent: 0 });
@@ -383,6 +385,28 @@ async function adoptCommitted(request: MoveRequest): Promise<MoveResult | undefi
   request.onCutoverStep?.(`adopted: an earlier run committed this move to ${to.placement.kind}; nothing was copied again`);
   if (request.deleteSource) await removeWorkload(from, from.machineId, request.stateDir);
   return { record, state: { kind: to.placement.kind, machineId: committed.machineId, running }, disks };
+}
+
+/**
+ * Runs `work` holding the workload's lease beside each of `targets` (their platform's state
+ * store; the state folder for a target that keeps none): a second run of the same workload, from
+ * any machine, fails with STATE_LEASE_HELD naming the holder instead of writing the same replicas.
+ */
+export async function withWorkloadLease<T>(workload: string, targets: readonly string[], stateDir: string, purpose: string, vsphere: VsphereConnection | undefined, work: () => Promise<T>): Promise<T> {
+  const stores = new Map<string, { store: StateStore; beside: boolean }>();
+  for (const target of new Set(targets)) {
+    const beside = await (await diskDriverFor(target)).stateStore?.(target, vsphere === undefined ? {} : { vsphere });
+    const store = beside ?? fileStateStore(stateDir);
+    stores.set(store.reference, { store, beside: beside !== undefined });
+  }
+  const leases: Lease[] = [];
+  try {
+    for (const [, { store }] of [...stores].sort(([a], [b]) => a.localeCompare(b))) leases.push(await acquireLease(store, `${plainName(workload)}.lease.json`, purpose));
+    return await work();
+  } finally {
+    for (const lease of leases.reverse()) await lease.release().catch(() => {});
+    for (const { store, beside } of stores.values()) if (beside) await store.tidy?.();
+  }
 }
 
 /** Deletes a workload's machine on a placement and every disk it has there. */

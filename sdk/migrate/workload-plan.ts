@@ -8,14 +8,14 @@
 import type { CommittedReplica } from "../contracts/replica-target.ts";
 import { changedBlocks } from "../disk/manifest.ts";
 import { SAMPLED_VERIFY_BLOCKS } from "../transfer/verify.ts";
-import { FileReplicaStore } from "../transfer/checkpoint.ts";
+import type { ReplicaStore } from "../transfer/checkpoint.ts";
 import { diskDriverFor, openSource, placementKindOf } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { inspectGuest } from "../inspect/inspect.ts";
 import type { Finding, InspectTarget } from "../inspect/types.ts";
 import type { Placement } from "../spec/placement.ts";
 import type { Workload } from "../spec/workload.ts";
-import { openReplica, readCurrent, readTimings, replicaKey, type CurrentPlacement } from "./disk-placement.ts";
+import { openReplica, readCurrent, readTimings, replicaKey, replicaStoreFor, type CurrentPlacement, type MachineTimings } from "./disk-placement.ts";
 import { describePlan, planMigration, type DiskPlanInput, type MigrationPlan } from "./plan.ts";
 import { bootDiskOf } from "../spec/workload.ts";
 import { formatBytes } from "../units.ts";
@@ -66,7 +66,15 @@ export interface WorkloadPlanInput {
   readonly maxPasses?: number;
   /** The policy's verification after the final pass. @default "sampled" */
   readonly verify?: "full" | "sampled" | "none";
+  /** The local cache: where a disk is and timings, when `current` and `timings` are not given. */
   readonly stateDir: string;
+  /**
+   * Where each disk is now, per disk id, as Pulumi state recorded it (the Machine's placed disks):
+   * then the plan needs nothing from this machine's state folder. @default read from stateDir
+   */
+  readonly current?: Readonly<Record<string, CurrentPlacement>>;
+  /** Measured timings per placement kind, as Pulumi state recorded them (over those in stateDir). */
+  readonly timings?: Readonly<Record<string, MachineTimings>>;
   /** Per disk id: the spec source and the target string. */
   readonly disks: ReadonlyArray<{ readonly id: string; readonly source: string; readonly sourceFormat?: string; readonly target: string }>;
   /** Boot time of the target for the downtime estimate. @default 30 s (clouds), 15 s (local) */
@@ -84,22 +92,23 @@ export interface WorkloadPlanInput {
 }
 
 export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPlan> {
-  const store = new FileReplicaStore(input.stateDir);
   const planned: PlannedDisk[] = [];
   const sources: Array<DiskPlanInput & { conversion: string }> = [];
   const findings: Finding[] = [];
   let fromKind = "image";
   try {
     for (const disk of input.disks) {
-      const current = readCurrent(input.stateDir, input.workload.name, disk.id);
+      const current = input.current === undefined ? readCurrent(input.stateDir, input.workload.name, disk.id) : input.current[disk.id];
       const action = current === undefined ? "create" : current.target === disk.target ? "in-place" : "move";
       if (current !== undefined) fromKind = placementKindOf(current.target);
       planned.push({ disk: disk.id, action, from: current?.target ?? disk.source, to: disk.target });
       if (action === "in-place") continue;
       const key = replicaKey(input.workload.name, disk.id, disk.target);
-      const committed = await store.loadCommitted(key);
+      const committed = await (await replicaStoreFor(disk.target, input.stateDir)).loadCommitted(key);
+      // The replica state of where the disk is now: beside it, like the target's.
+      const store = current === undefined ? undefined : await replicaStoreFor(current.target, input.stateDir, vsphereOf(current, input));
       const tracked = current === undefined || committed === undefined ? undefined : await trackedChange(current, committed, input);
-      const known = tracked !== undefined || current === undefined || committed === undefined ? undefined : await manifestChange(current, committed, store, input.workload.name, disk.id);
+      const known = tracked !== undefined || current === undefined || committed === undefined ? undefined : await manifestChange(current, committed, store!, input.workload.name, disk.id);
       const boot = disk.id === bootDiskOf(input.workload)?.id;
       // The guest is judged on the disk it boots from; a disk a tracker or two manifests answer
       // for is otherwise not opened.
@@ -113,7 +122,7 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       if (boot) findings.push(...(await readiness(source!, input)));
     }
     // Timings measured on earlier runs of this workload beat the defaults.
-    const timings = readTimings(input.stateDir, input.workload.name);
+    const timings = { ...readTimings(input.stateDir, input.workload.name), ...input.timings };
     const local = input.placement.kind === "local" || input.placement.kind === "vsphere";
     const bootSeconds = input.bootSeconds ?? timings[input.placement.kind]?.bootSeconds ?? (local ? 15 : 30);
     // A stop waits up to the grace period before powering off hard; a measured stop beats it.
@@ -175,7 +184,7 @@ async function trackedChange(current: CurrentPlacement, committed: CommittedRepl
  * snapshot chain or blob; no machine runs on it) and its own record and the target's replica
  * both have a manifest of one geometry. Undefined otherwise (the plan then reads the disk).
  */
-async function manifestChange(current: CurrentPlacement, committed: CommittedReplica, store: FileReplicaStore, workload: string, diskId: string): Promise<{ bytesToMove: number; blocksToMove: number; allocatedBytes: number; virtualSizeBytes: number } | undefined> {
+async function manifestChange(current: CurrentPlacement, committed: CommittedReplica, store: ReplicaStore, workload: string, diskId: string): Promise<{ bytesToMove: number; blocksToMove: number; allocatedBytes: number; virtualSizeBytes: number } | undefined> {
   if ((await diskDriverFor(current.target)).liveDisk) return undefined;
   const here = await store.loadCommitted(replicaKey(workload, diskId, current.target));
   const there = committed.manifest;
@@ -187,10 +196,13 @@ async function manifestChange(current: CurrentPlacement, committed: CommittedRep
   return { bytesToMove, blocksToMove: changed.length, allocatedBytes: here.manifest.dataBlocks().length * block, virtualSizeBytes: size };
 }
 
-async function openPlanSource(current: CurrentPlacement | undefined, disk: WorkloadPlanInput["disks"][number], store: FileReplicaStore, input: WorkloadPlanInput): Promise<DiskSource> {
-  if (current === undefined) return openSource(disk.source, disk.sourceFormat);
-  const vsphere = current.vsphere === undefined ? undefined : vsphereConnectionFromEnv(current.vsphere, input.env);
-  return openReplica(input.workload.name, disk.id, current.target, store, vsphere);
+async function openPlanSource(current: CurrentPlacement | undefined, disk: WorkloadPlanInput["disks"][number], store: ReplicaStore | undefined, input: WorkloadPlanInput): Promise<DiskSource> {
+  if (current === undefined || store === undefined) return openSource(disk.source, disk.sourceFormat);
+  return openReplica(input.workload.name, disk.id, current.target, store, vsphereOf(current, input));
+}
+
+function vsphereOf(current: CurrentPlacement, input: WorkloadPlanInput) {
+  return current.vsphere === undefined ? undefined : vsphereConnectionFromEnv(current.vsphere, input.env);
 }
 
 /** The guest's readiness for the target: findings, never an exception (a plan must print). */

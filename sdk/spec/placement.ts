@@ -68,6 +68,12 @@ export const awsPlacementSchema = z
     kmsKeyArn: z.string().min(1).optional(),
     /** Create the AMI and the instance (off: only the snapshots, no official resource at all). @default true */
     launch: z.boolean().default(true),
+    /**
+     * The S3 bucket (created if missing) that keeps this placement's replica state beside the
+     * snapshots: manifests, pass markers and the move lease, under `portable-state/`. Without
+     * it the state stays in the program's stateDir, and only that machine can plan or resume.
+     */
+    stateBucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be an S3 bucket name").optional(),
   })
   .strict();
 

@@ -27,6 +27,11 @@ export interface PassJournal {
   done(blockIndex: number, hash: Buffer | undefined, receipt?: string): void;
   /** Every write is done; the target's commit starts now. */
   sealing(): void;
+  /**
+   * Resolves once what was journalled so far is durable where another machine finds it (a
+   * store beside the target); replicate() awaits it after `begin`, before any write.
+   */
+  flush?(): Promise<void>;
   close(): void;
 }
 
@@ -88,13 +93,7 @@ export class FileReplicaStore implements ReplicaStore {
 
   async loadCommitted(key: string): Promise<CommittedReplica | undefined> {
     const text = await readOptional(this.#paths(key).state);
-    if (text === undefined) return undefined;
-    const parsed = committedSchema.safeParse(parseJson(text, key));
-    if (!parsed.success) {
-      throw new InvalidArgsError("REPLICA_STATE_INVALID", `replica ${key}: the committed state is not valid: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
-    }
-    const { manifest, location, targetState, changeToken, passes, lastPass } = parsed.data;
-    return { manifest: BlockManifest.fromJSON(manifest), location, targetState, ...(changeToken === undefined ? {} : { changeToken }), passes, ...(lastPass === undefined ? {} : { lastPass }) };
+    return text === undefined ? undefined : parseCommitted(text, key);
   }
 
   async loadPending(key: string): Promise<PendingPass | undefined> {
@@ -155,19 +154,15 @@ export class FileReplicaStore implements ReplicaStore {
   async commit(key: string, replica: CommittedReplica): Promise<void> {
     const paths = this.#paths(key);
     await mkdir(this.dir, { recursive: true });
-    const body = {
-      version: 1,
-      manifest: replica.manifest.toJSON(),
-      location: replica.location,
-      targetState: replica.targetState,
-      ...(replica.changeToken === undefined ? {} : { changeToken: replica.changeToken }),
-      passes: replica.passes,
-      ...(replica.lastPass === undefined ? {} : { lastPass: replica.lastPass }),
-    };
     const temp = `${paths.state}.${process.pid}.tmp`;
-    await writeFile(temp, JSON.stringify(body), { mode: 0o600 });
+    await writeFile(temp, serializeCommitted(replica), { mode: 0o600 });
     await rename(temp, paths.state);
     await rm(paths.journal, { force: true });
+  }
+
+  /** Drops the journal of `key` (its pass was committed elsewhere). */
+  async dropJournal(key: string): Promise<void> {
+    await rm(this.#paths(key).journal, { force: true });
   }
 
   async remove(key: string): Promise<void> {
@@ -188,6 +183,29 @@ async function readOptional(path: string): Promise<string | undefined> {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw error;
   }
+}
+
+/** The committed record as stored: JSON, version 1. */
+export function serializeCommitted(replica: CommittedReplica): string {
+  return JSON.stringify({
+    version: 1,
+    manifest: replica.manifest.toJSON(),
+    location: replica.location,
+    targetState: replica.targetState,
+    ...(replica.changeToken === undefined ? {} : { changeToken: replica.changeToken }),
+    passes: replica.passes,
+    ...(replica.lastPass === undefined ? {} : { lastPass: replica.lastPass }),
+  });
+}
+
+/** A stored committed record, validated (REPLICA_STATE_INVALID otherwise). */
+export function parseCommitted(text: string, key: string): CommittedReplica {
+  const parsed = committedSchema.safeParse(parseJson(text, key));
+  if (!parsed.success) {
+    throw new InvalidArgsError("REPLICA_STATE_INVALID", `replica ${key}: the committed state is not valid: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+  }
+  const { manifest, location, targetState, changeToken, passes, lastPass } = parsed.data;
+  return { manifest: BlockManifest.fromJSON(manifest), location, targetState, ...(changeToken === undefined ? {} : { changeToken }), passes, ...(lastPass === undefined ? {} : { lastPass }) };
 }
 
 function parseJson(text: string, key: string): unknown {

@@ -100,6 +100,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
     if (resumedPass !== undefined) {
       for (const [index, { hash }] of pending.done) held.set(index, hash);
       for (const index of pending.unknown) held.set(index, UNKNOWN_HASH);
+      if (pending.unknownAll === true) for (let index = 0; index < held.blockCount; index++) held.set(index, UNKNOWN_HASH);
       blocksResumed = pending.done.size;
     }
   }
@@ -109,6 +110,7 @@ export async function replicate(source: DiskSource, target: ReplicaTarget, optio
   const inFlight = new Set<Promise<void>>();
   try {
     if (!resumed) journal.begin(baseDigest, pass.state);
+    await journal.flush?.();
     const counters = { blocksSent: 0, blocksCleared: 0, bytesSent: 0 };
     let bytesRead = 0;
     const limit = target.plannedWrites === true ? 1 : Math.max(1, target.concurrency ?? DEFAULT_REPLICA_CONCURRENCY);

@@ -55,6 +55,12 @@ export const awsDiskDriver: DiskDriver = {
     });
     return snapshotSource(view.source, tracking, () => view.release(), () => clients.destroy());
   },
+  async stateStore(target) {
+    const url = parseEbsUrl(target);
+    if (url.stateBucket === undefined) return undefined;
+    const { s3StateStore } = await import("./state-store.ts");
+    return s3StateStore({ bucket: url.stateBucket, region: url.region ?? process.env.AWS_REGION ?? "us-east-1", ...(url.endpoint === undefined ? {} : { endpoint: url.endpoint }) });
+  },
   async remove(target, committed, virtualSizeBytes) {
     const { target: replica, close } = await openEbsReplica(target, virtualSizeBytes);
     try {

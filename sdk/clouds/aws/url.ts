@@ -27,6 +27,7 @@ export function ebsDiskTarget(placement: Extract<Placement, { kind: "aws" }>, wo
   const params = new URLSearchParams({ region: placement.region });
   if (placement.endpoint !== undefined) params.set("endpoint", placement.endpoint);
   if (placement.kmsKeyArn !== undefined) params.set("kms", placement.kmsKeyArn);
+  if (placement.stateBucket !== undefined) params.set("state-bucket", placement.stateBucket);
   params.set("description", `portable-workload ${workload} ${diskId}`);
   return `ebs://?${params.toString()}`;
 }
@@ -35,10 +36,13 @@ export function isEbsUrl(text: string): boolean {
   return text.toLowerCase().startsWith("ebs://");
 }
 
+/** An S3 bucket name (3–63 lower-case letters, digits, dots and hyphens). */
+export const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
 const CREDENTIAL_PARAMS = /^(access[-_]?key|secret|session[-_]?token|password|aws_access_key_id|aws_secret_access_key)/i;
 const KNOWN_PARAMS = new Set([
   "region", "endpoint", "description", "tag", "kms", "timeout", "parent", "parent-manifest", "manifest-out",
-  "image", "arch", "boot", "ena", "root", "volume-type", "size",
+  "image", "arch", "boot", "ena", "root", "volume-type", "size", "state-bucket",
 ]);
 
 export interface EbsUrl {
@@ -55,6 +59,8 @@ export interface EbsUrl {
   readonly manifestOutPath?: string;
   readonly image?: Omit<RegisterImageOptions, "snapshotId">;
   readonly virtualSizeBytes?: number;
+  /** The S3 bucket that keeps the replica state of a target (the aws placement's stateBucket). */
+  readonly stateBucket?: string;
 }
 
 export function invalidEbsUrl(text: string, why: string): never {
@@ -103,7 +109,9 @@ export function parseEbsUrl(text: string): EbsUrl {
   if ((parentSnapshotId === undefined) !== (parentManifestPath === undefined)) {
     invalidEbsUrl(text, "parent and parent-manifest go together: the delta comes from our manifest of the parent");
   }
-  const writeOnly = ["description", "tag", "kms", "timeout", "parent", "manifest-out", "image"].filter((k) => params.has(k));
+  const stateBucket = one("state-bucket");
+  if (stateBucket !== undefined && !S3_BUCKET.test(stateBucket)) invalidEbsUrl(text, `state-bucket "${stateBucket}" is not an S3 bucket name`);
+  const writeOnly = ["description", "tag", "kms", "timeout", "parent", "manifest-out", "image", "state-bucket"].filter((k) => params.has(k));
   if (snapshotId !== undefined && writeOnly.length > 0) invalidEbsUrl(text, `${writeOnly.join(", ")} only apply to a new snapshot (ebs://?…)`);
   if (snapshotId === undefined && params.has("size")) invalidEbsUrl(text, "size only applies to a snapshot to read");
   const imageName = one("image");
@@ -136,5 +144,6 @@ export function parseEbsUrl(text: string): EbsUrl {
     ...optional("manifestOutPath", one("manifest-out")),
     ...optional("image", image),
     ...optional("virtualSizeBytes", integer("size")),
+    ...optional("stateBucket", stateBucket),
   };
 }

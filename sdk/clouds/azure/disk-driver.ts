@@ -40,6 +40,13 @@ export const azureDiskDriver: DiskDriver = {
     });
     return snapshotSource(view.source, tracking, () => view.release());
   },
+  // Block blobs beside the page blobs, in their container.
+  async stateStore(target) {
+    const location = parseAzureDiskUrl(target);
+    if (location.kind !== "azblob") return undefined;
+    const [{ containerClientFor }, { blobStateStore }] = await Promise.all([import("./open-url.ts"), import("./state-store.ts")]);
+    return blobStateStore(await containerClientFor(location.accountName, location.containerName));
+  },
   async remove(target, committed, virtualSizeBytes) {
     const { target: replica, close } = await openPageBlobReplica(target, virtualSizeBytes);
     try {

@@ -1,6 +1,6 @@
 // The clients behind an Azure disk URL (url.ts), with credentials from the environment, and the
 // source and sink the CLI opens for one.
-import { AnonymousCredential, BlobServiceClient, newPipeline, PageBlobClient, StorageSharedKeyCredential, type StoragePipelineOptions } from "@azure/storage-blob";
+import { AnonymousCredential, BlobServiceClient, newPipeline, PageBlobClient, StorageSharedKeyCredential, type ContainerClient, type StoragePipelineOptions } from "@azure/storage-blob";
 import { InvalidArgsError } from "../../errors.ts";
 import type { DiskSink, DiskSource } from "../../disk/types.ts";
 import { createUploadDisk, grantDiskAccess, revokeDiskAccess, type CreateUploadDiskArgs, type ManagedDisksApi } from "./managed-disk.ts";
@@ -35,7 +35,11 @@ export async function pageBlobClientFor(location: AzureDiskLocation, env: Env = 
   if (location.kind === "azdisk") {
     throw new InvalidArgsError("AZURE_BAD_URL", `azdisk:// names a managed disk, not a blob: open it with openAzureDiskSource or createAzureDiskSink`);
   }
-  const { accountName, containerName, blobName } = location;
+  return (await containerClientFor(location.accountName, location.containerName, env)).getPageBlobClient(location.blobName);
+}
+
+/** A ContainerClient for an account's container, with credentials from `env` (see the module comment). */
+export async function containerClientFor(accountName: string, containerName: string, env: Env = process.env): Promise<ContainerClient> {
   const connectionString = env.AZURE_STORAGE_CONNECTION_STRING;
   if (connectionString !== undefined && connectionString !== "") {
     const named = connectionStringAccount(connectionString);
@@ -44,8 +48,7 @@ export async function pageBlobClientFor(location: AzureDiskLocation, env: Env = 
         context: { accountName, connectionStringAccount: named },
       });
     }
-    return BlobServiceClient.fromConnectionString(connectionString, AZURE_PIPELINE_OPTIONS)
-      .getContainerClient(containerName).getPageBlobClient(blobName);
+    return BlobServiceClient.fromConnectionString(connectionString, AZURE_PIPELINE_OPTIONS).getContainerClient(containerName);
   }
   const endpoint = (env.AZURE_STORAGE_BLOB_ENDPOINT ?? `https://${accountName}.blob.core.windows.net`).replace(/\/+$/, "");
   const key = env.AZURE_STORAGE_KEY;
@@ -59,7 +62,7 @@ export async function pageBlobClientFor(location: AzureDiskLocation, env: Env = 
     const { DefaultAzureCredential } = await import("@azure/identity");
     service = new BlobServiceClient(endpoint, new DefaultAzureCredential(), AZURE_PIPELINE_OPTIONS);
   }
-  return service.getContainerClient(containerName).getPageBlobClient(blobName);
+  return service.getContainerClient(containerName);
 }
 
 function sasClient(url: string): PageBlobClient {

@@ -2,6 +2,7 @@
 // (replica-target.ts). A datastore disk may have a running QEMU machine on it, so it is read
 // under a frozen overlay (point-in-time.ts), with QEMU's dirty bitmaps tracking its changes
 // (change-tracking.ts), and QEMU can back a fixups overlay with it directly.
+import { join } from "node:path";
 import type { DiskDriver } from "../../contracts/disk-driver.ts";
 import { datastoreOfDisk, isLocalDatastoreDisk } from "./location.ts";
 import { rawFileReplica } from "./replica-target.ts";
@@ -31,6 +32,12 @@ export const localDiskDriver: DiskDriver = {
       const { removeEmptyDatastoreFolders } = await import("./datastore.ts");
       await removeEmptyDatastoreFolders(datastoreOfDisk(target));
     }
+  },
+  // A folder in the datastore, beside disks/.
+  async stateStore(target) {
+    if (!isLocalDatastoreDisk(target)) return undefined;
+    const { fileStateStore } = await import("../../contracts/state-store.ts");
+    return fileStateStore(join(datastoreOfDisk(target), ".portable-state"));
   },
   localImage: (target) => (isLocalDatastoreDisk(target) ? target : undefined),
 };
