@@ -25,6 +25,10 @@ export interface InlineStackOptions {
    * and no NODE_PATH. Our dynamic-provider plugin must then find Node 24 and @pulumi/pulumi itself.
    */
   readonly bareEnvironment?: boolean;
+  /** @default "test" */
+  readonly stackName?: string;
+  /** Select the stack when the (shared) backend has it already: a second machine's workspace. */
+  readonly select?: boolean;
 }
 
 /** `env` reaches the engine and the provider processes (e.g. emulator credentials). */
@@ -39,8 +43,8 @@ export async function createInlineStack(projectName: string, program: PulumiFn, 
     await mkdir(backendDir, { recursive: true });
     await mkdir(pulumiHome);
     const pulumiCommand = await PulumiCommand.get({ root: PULUMI_ROOT, skipVersionCheck: false });
-    const stack = await LocalWorkspace.createStack(
-      { stackName: "test", projectName, program },
+    const stack = await (options.select === true ? LocalWorkspace.createOrSelectStack : LocalWorkspace.createStack)(
+      { stackName: options.stackName ?? "test", projectName, program },
       {
         pulumiCommand,
         pulumiHome,
