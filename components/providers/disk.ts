@@ -121,7 +121,8 @@ const diskProvider: pulumi.dynamic.ResourceProvider<DiskInputs, DiskOutputs> = {
 
   async diff(_id, olds, news) {
     // A recorded disk changes when its record does (where the Machine placed it), nothing else.
-    const keys = news.placed !== undefined ? (["placed", "stateDir"] as const) : (["source", "sourceFormat", "target", "verify", "keepPrevious", "stateDir", "vsphere", "placed"] as const);
+    // The state folder is this machine's cache: another machine's changes nothing.
+    const keys = news.placed !== undefined ? (["placed"] as const) : (["source", "sourceFormat", "target", "verify", "keepPrevious", "vsphere", "placed"] as const);
     const changed = keys.filter((k) => olds[k] !== news[k]);
     const replaces = olds.workload !== news.workload || olds.disk !== news.disk ? ["workload", "disk"] : [];
     return { changes: changed.length > 0 || replaces.length > 0, replaces, deleteBeforeReplace: false };

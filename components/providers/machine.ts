@@ -162,6 +162,7 @@ async function updateNow(olds: MachineOutputs, news: MachineInputs, machines: ty
         targetWasKept: keptThere !== undefined,
         ...(keptThere?.machineId ? { keptMachineId: keptThere.machineId } : {}),
         gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000,
+        ...(recordedAt(olds) === undefined ? {} : { recordedAt: recordedAt(olds)! }),
       });
       if (moved.staged !== undefined) {
         return outputsOf(news, moved.state, { live, placed: moved.disks, staged: JSON.stringify(moved.staged), lastMove: JSON.stringify(moved.record), retained: kept });
@@ -257,6 +258,13 @@ function timingsOf(olds: MachineOutputs | undefined, inputs: MachineInputs): str
  */
 function liveOf(olds: MachineOutputs): { live: string; placed: string } {
   return { live: olds.live ?? olds.placement, placed: olds.placed ?? olds.disks };
+}
+
+/** When the last move Pulumi state recorded ended; undefined before any move. */
+function recordedAt(olds: MachineOutputs): string | undefined {
+  if (!olds.lastMove) return undefined;
+  const move = JSON.parse(olds.lastMove) as { endedAt?: string };
+  return move.endedAt;
 }
 
 /** Whether every planned disk is at its target among `disks`. */

@@ -327,6 +327,8 @@ export async function forgetWorkload(stateDir: string, workload: string): Promis
 export interface CommittedMove {
   readonly machineId: string;
   readonly targets: Readonly<Record<string, string>>;
+  /** When it was committed (ISO 8601); absent in records written before it was kept. */
+  readonly committedAt?: string;
 }
 
 function commitPath(stateDir: string, workload: string): string {

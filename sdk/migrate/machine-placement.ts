@@ -144,7 +144,7 @@ export async function placeWorkload(request: MachineRequest, policy: CopyPolicy,
 }
 
 function committedOf(state: MachineState | undefined, disks: readonly PlacedDiskRef[]): CommittedMove {
-  return { machineId: state?.machineId ?? "", targets: Object.fromEntries(disks.map((d) => [d.id, d.target])) };
+  return { machineId: state?.machineId ?? "", targets: Object.fromEntries(disks.map((d) => [d.id, d.target])), committedAt: new Date().toISOString() };
 }
 
 /**
@@ -201,6 +201,12 @@ export interface MoveRequest extends CopyPolicy {
   /** The machine kept (stopped) on the target since the workload left it: replaced by the new one. */
   readonly keptMachineId?: string;
   readonly gracefulTimeoutMs?: number;
+  /**
+   * When the caller's record was last moved (the end of the last move Pulumi state recorded): a
+   * commit in the state folder older than that is this machine's stale one (another machine has
+   * moved the workload since), never an interrupted run to take over.
+   */
+  readonly recordedAt?: string;
 }
 
 export interface MoveResult {
@@ -359,6 +365,7 @@ async function adoptCommitted(request: MoveRequest): Promise<MoveResult | undefi
   const { from, to } = request;
   const committed = readCommittedMove(request.stateDir, to.workload.name);
   if (committed === undefined) return undefined;
+  if (request.recordedAt !== undefined && !(committed.committedAt !== undefined && committed.committedAt > request.recordedAt)) return undefined;
   const at = (disks: readonly PlacedDiskRef[]) => disks.length === Object.keys(committed.targets).length && disks.every((d) => committed.targets[d.id] === d.target);
   if (at(from.disks)) return undefined;
   if (!at(to.disks)) {

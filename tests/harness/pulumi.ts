@@ -43,8 +43,9 @@ export async function createInlineStack(projectName: string, program: PulumiFn, 
     await mkdir(backendDir, { recursive: true });
     await mkdir(pulumiHome);
     const pulumiCommand = await PulumiCommand.get({ root: PULUMI_ROOT, skipVersionCheck: false });
-    const stack = await (options.select === true ? LocalWorkspace.createOrSelectStack : LocalWorkspace.createStack)(
-      { stackName: options.stackName ?? "test", projectName, program },
+    const args = { stackName: options.stackName ?? "test", projectName, program };
+    const stack = await (options.select === true ? LocalWorkspace.createOrSelectStack.bind(LocalWorkspace) : LocalWorkspace.createStack.bind(LocalWorkspace))(
+      args,
       {
         pulumiCommand,
         pulumiHome,
