@@ -14,11 +14,10 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Workload, type WorkloadArgs } from "../../components/workload.ts";
-import { openReplica } from "../../sdk/migrate/disk-placement.ts";
+import { openReplica, replicaStoreFor } from "../../sdk/migrate/disk-placement.ts";
 import { vsphereConnectionFor, type PlacedDiskRecord } from "../../sdk/migrate/machine-placement.ts";
 import type { CutoverRecord } from "../../sdk/migrate/migrate.ts";
 import { placementSchema, type PlacementInput } from "../../sdk/spec/placement.ts";
-import { FileReplicaStore } from "../../sdk/transfer/checkpoint.ts";
 import { sourceSha256 } from "../harness/disk.ts";
 import { createInlineStack, type InlineStack } from "../harness/pulumi.ts";
 import { startAzurite, type Azurite } from "../harness/azurite.ts";
@@ -133,7 +132,7 @@ describe("Workload moves between every ordered pair of platforms through the Pul
 
       // Read back from where the Machine recorded it, as the next hop will.
       const vsphere = vsphereConnectionFor(placementSchema.parse(placementFor(to)));
-      const back = await openReplica("pairs", "disk0", placed.target, new FileReplicaStore(stateDir), vsphere);
+      const back = await openReplica("pairs", "disk0", placed.target, await replicaStoreFor(placed.target, stateDir, vsphere), vsphere);
       try {
         assert.equal(await sourceSha256(back), truthSha256(), `the disk on ${to} (${placed.location}) holds the truth`);
       } finally {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { join } from "node:path";
 import { BlockManifest } from "../../sdk/disk/manifest.ts";
-import { commitPlacement, replicaKey } from "../../sdk/migrate/disk-placement.ts";
+import { commitPlacement, replicaKey, replicaStoreFor } from "../../sdk/migrate/disk-placement.ts";
 import { diskTargetFor } from "../../sdk/migrate/targets.ts";
 import { planWorkload } from "../../sdk/migrate/workload-plan.ts";
 import { placementSchema } from "../../sdk/spec/placement.ts";
@@ -40,7 +40,8 @@ describe("plan from two manifests", () => {
       const there = manifestWith(Array.from({ length: 11 }, (_, i) => [i, 1] as [number, number]));
       const here = manifestWith([...Array.from({ length: 10 }, (_, i) => [i, i < 3 ? 2 : 1] as [number, number])]);
       await store.commit(replicaKey("flip", "data", onEbs), { manifest: here, location: "snap-0123456789abcdef0", targetState: {}, passes: 3 });
-      await store.commit(replicaKey("flip", "data", targets.data), { manifest: there, location: targets.data, targetState: {}, passes: 1 });
+      // Local's replica state is beside it, in the datastore.
+      await (await replicaStoreFor(targets.data, stateDir)).commit(replicaKey("flip", "data", targets.data), { manifest: there, location: targets.data, targetState: {}, passes: 1 });
 
       const plan = await planWorkload({ workload, placement: local, mode: "warm", stateDir, disks: [{ id: "root", source: "unused", target: targets.root }, { id: "data", source: "unused", target: targets.data }] });
       const data = plan.plan.disks.find((d) => d.key === "data")!;

@@ -21,7 +21,7 @@ import { fileSha256 } from "../../harness/disk.ts";
 import { openDisk } from "../../../sdk/disk/open.ts";
 import { buildManifest } from "../../../sdk/disk/manifest.ts";
 import { readFile, mkdir } from "node:fs/promises";
-import { commitPlacement, replicaKey } from "../../../sdk/migrate/disk-placement.ts";
+import { commitPlacement, replicaKey, replicaStoreFor } from "../../../sdk/migrate/disk-placement.ts";
 import { diskTargetFor } from "../../../sdk/migrate/targets.ts";
 import { planWorkload } from "../../../sdk/migrate/workload-plan.ts";
 import { placementSchema, type Placement } from "../../../sdk/spec/placement.ts";
@@ -215,7 +215,7 @@ describe("local change tracking: dirty bitmaps of a running machine's disk", () 
       // The disk's record on `from`, as its placement left it (what a move reads it by).
       await commitPlacement(dir, name, id, { target: paths[id], location: paths[id], virtualSizeBytes: SIZE });
       const source = await openDisk(paths[id], { format: "raw" });
-      await new FileReplicaStore(dir).commit(replicaKey(name, id, paths[id]), { manifest: await buildManifest(source), location: paths[id], targetState: {}, passes: 1 });
+      await (await replicaStoreFor(paths[id], dir)).commit(replicaKey(name, id, paths[id]), { manifest: await buildManifest(source), location: paths[id], targetState: {}, passes: 1 });
       await source.close();
     };
     for (const disk of disks) {
@@ -224,7 +224,7 @@ describe("local change tracking: dirty bitmaps of a running machine's disk", () 
       const frozen = await freezeDisk(here, machine, disk.id, { key });
       try {
         await mkdir(join(root, "to", "disks"), { recursive: true });
-        await replicate(frozen.source, rawFileReplica({ path: disk.target, virtualSizeBytes: SIZE }), { store: new FileReplicaStore(stateDir), key });
+        await replicate(frozen.source, rawFileReplica({ path: disk.target, virtualSizeBytes: SIZE }), { store: await replicaStoreFor(disk.target, stateDir), key });
       } finally {
         await frozen.release();
       }
