@@ -3,7 +3,7 @@
 // through QEMU's own block layer (`qemu-io` over the monitor), so the bitmaps see every write
 // as they would a real guest's. Each case ends with the replica equal to the disk, byte for byte.
 import assert from "node:assert/strict";
-import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -16,6 +16,7 @@ import { rawFileReplica } from "../../../sdk/clouds/local/replica-target.ts";
 import { harvestBitmaps, isTrackingBitmap, sealHarvest } from "../../../sdk/clouds/local/change-tracking.ts";
 import { FileReplicaStore } from "../../../sdk/transfer/checkpoint.ts";
 import { replicate, type ReplicateResult } from "../../../sdk/transfer/replicate.ts";
+import type { CommittedReplica } from "../../../sdk/contracts/replica-target.ts";
 import { parseWorkload } from "../../../sdk/spec/workload.ts";
 import { fileSha256 } from "../../harness/disk.ts";
 import { openDisk } from "../../../sdk/disk/open.ts";
@@ -239,18 +240,23 @@ describe("local change tracking: dirty bitmaps of a running machine's disk", () 
     const readBytes = async () => Number(/^rchar: (\d+)$/m.exec(await readFile("/proc/self/io", "utf8"))![1]);
 
     // Without tokens (a replica from an untracked source), the plan reads every allocated block.
-    const untracked = join(root, "preview-state-untracked");
-    await mkdir(untracked, { recursive: true });
+    // The records are beside the replicas (the `to` datastore): the tokens go, and come back after.
+    const records = new Map<string, CommittedReplica>();
     for (const disk of disks) {
       const key = replicaKey(name, disk.id, disk.target);
-      const record = JSON.parse(await readFile(join(stateDir, `${key}.replica.json`), "utf8")) as Record<string, unknown>;
-      delete record.changeToken;
-      await writeFile(join(untracked, `${key}.replica.json`), JSON.stringify(record));
-      await placed(untracked, disk.id);
+      const store = await replicaStoreFor(disk.target, stateDir);
+      const record = (await store.loadCommitted(key))!;
+      records.set(key, record);
+      const { changeToken: _token, ...untracked } = record;
+      await store.commit(key, untracked);
     }
     const beforeScan = await readBytes();
-    const scanned = await planWorkload({ ...input, stateDir: untracked });
+    const scanned = await planWorkload(input);
     const scanRead = (await readBytes()) - beforeScan;
+    for (const disk of disks) {
+      const key = replicaKey(name, disk.id, disk.target);
+      await (await replicaStoreFor(disk.target, stateDir)).commit(key, records.get(key)!);
+    }
     assert.ok(scanned.plan.disks.every((d) => !d.tracked));
     assert.ok(scanRead >= 2 * 48 * BLOCK, `the untracked plan reads both disks (${scanRead} bytes)`);
 
