@@ -26,7 +26,7 @@ const app = new Workload("shop", {
         container: "disks",
         networkInterfaceId: config.require("nicId"),
       }
-    : { kind: "aws", region: "eu-west-1", subnetId: config.require("subnetId") },
+    : { kind: "aws", region: "eu-west-1", subnetId: config.require("subnetId"), stateBucket: config.require("stateBucket") },
   migration: { mode: "warm", source: "keep" },
 });
 

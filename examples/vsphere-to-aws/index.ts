@@ -20,6 +20,8 @@ const app = new Workload("erp", {
     region: config.get("region") ?? "eu-west-1",
     subnetId: config.require("subnetId"),
     securityGroupIds: config.requireObject<string[]>("securityGroupIds"),
+    // The replica state beside the snapshots, so a CI runner's preview plans the same move.
+    stateBucket: config.require("stateBucket"),
   },
   // A VMware guest's initramfs rarely has NVMe, and its fstab says /dev/sda: "auto" adds the driver
   // and names filesystems by UUID, on an overlay of the source (the source is never written).

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { InvalidArgsError } from "../errors.ts";
 import { describePlan, planMigration } from "../migrate/plan.ts";
 import { FileReplicaStore } from "../transfer/checkpoint.ts";
+import { replicaStoreFor } from "../migrate/disk-placement.ts";
 import { openReplicaTarget } from "../clouds/registry.ts";
 import { replicate } from "../transfer/replicate.ts";
 import { verifyReplica } from "../transfer/verify.ts";
@@ -29,7 +30,8 @@ export async function replicateCommand(args: string[]): Promise<number> {
   if (input === undefined || output === undefined || positionals.length > 2) usageError("replicate takes <source> <target>");
   const verify = values.verify ?? "sampled";
   if (!["full", "sampled", "none"].includes(verify)) usageError(`--verify is full, sampled or none, not "${verify}"`);
-  const store = new FileReplicaStore(values.state ?? DEFAULT_STATE);
+  // Beside the target when its platform keeps state there (ebs://?…&state-bucket=B, azblob://…, a local datastore disk).
+  const store = await replicaStoreFor(output, values.state ?? DEFAULT_STATE);
   const key = keyFor(output, values.key);
   return withDisk(input, values.f, async (source) => {
     const { target, close } = await openReplicaTarget(output, source.virtualSizeBytes);

@@ -9,7 +9,7 @@ import type { CommittedReplica } from "../contracts/replica-target.ts";
 import { changedBlocks } from "../disk/manifest.ts";
 import { SAMPLED_VERIFY_BLOCKS } from "../transfer/verify.ts";
 import type { ReplicaStore } from "../transfer/checkpoint.ts";
-import { diskDriverFor, openSource, placementKindOf } from "../clouds/registry.ts";
+import { diskDriverFor, openSource, placementContext, placementKindOf } from "../clouds/registry.ts";
 import type { DiskSource } from "../disk/types.ts";
 import { inspectGuest } from "../inspect/inspect.ts";
 import type { Finding, InspectTarget } from "../inspect/types.ts";
@@ -104,7 +104,7 @@ export async function planWorkload(input: WorkloadPlanInput): Promise<WorkloadPl
       planned.push({ disk: disk.id, action, from: current?.target ?? disk.source, to: disk.target });
       if (action === "in-place") continue;
       const key = replicaKey(input.workload.name, disk.id, disk.target);
-      const committed = await (await replicaStoreFor(disk.target, input.stateDir)).loadCommitted(key);
+      const committed = await (await replicaStoreFor(disk.target, input.stateDir, placementContext(input.placement, input.env ?? process.env).vsphere)).loadCommitted(key);
       // The replica state of where the disk is now: beside it, like the target's.
       const store = current === undefined ? undefined : await replicaStoreFor(current.target, input.stateDir, vsphereOf(current, input));
       const tracked = current === undefined || committed === undefined ? undefined : await trackedChange(current, committed, input);

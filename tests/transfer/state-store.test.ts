@@ -11,6 +11,8 @@ import { after, before, describe, it } from "node:test";
 import { acquireLease, fileStateStore, type StateStore } from "../../sdk/contracts/state-store.ts";
 import { s3StateStore } from "../../sdk/clouds/aws/state-store.ts";
 import { blobStateStore } from "../../sdk/clouds/azure/state-store.ts";
+import { vsphereStateStore } from "../../sdk/clouds/vsphere/state-store.ts";
+import { startVcsim, type Vcsim } from "../harness/vcsim.ts";
 import { rawFileReplica } from "../../sdk/clouds/local/replica-target.ts";
 import { openDisk } from "../../sdk/disk/open.ts";
 import { isPortableError } from "../../sdk/errors.ts";
@@ -28,10 +30,11 @@ const coded = (code: string) => (error: unknown) => isPortableError(error) && er
 describe("state stores beside the target", () => {
   let moto: Moto;
   let azurite: Azurite;
+  let sim: Vcsim;
   let dir: string;
   const stores: Array<{ name: string; make: () => Promise<StateStore> }> = [];
   before(async () => {
-    [moto, azurite] = await Promise.all([startMoto(), startAzurite()]);
+    [moto, azurite, sim] = await Promise.all([startMoto(), startAzurite(), startVcsim()]);
     dir = await mkdtemp(join(tmpdir(), "pw-state-"));
     Object.assign(process.env, { AWS_ACCESS_KEY_ID: moto.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: moto.credentials.secretAccessKey });
     const container = await containerFor(azurite, "disks");
@@ -39,15 +42,16 @@ describe("state stores beside the target", () => {
       { name: "datastore folder", make: async () => fileStateStore(join(dir, "ds", ".portable-state")) },
       { name: "S3 bucket (moto)", make: () => s3StateStore({ bucket: "pw-state-test", region: moto.region, endpoint: moto.endpoint }) },
       { name: "blob container (Azurite)", make: async () => blobStateStore(container) },
+      { name: "VM folder (vcsim)", make: async () => vsphereStateStore({ url: sim.url, username: sim.username, password: sim.password, caPem: sim.caPem }, { datacenter: "DC0", datastore: "LocalDS_0", path: "web" }) },
     );
   });
   after(async () => {
-    await Promise.all([moto?.stop(), azurite?.stop()]);
+    await Promise.all([moto?.stop(), azurite?.stop(), sim?.stop()]);
     await rm(dir, { recursive: true, force: true });
   });
 
-  for (const index of [0, 1, 2]) {
-    it(`GIVEN the ${["datastore folder", "S3 bucket (moto)", "blob container (Azurite)"][index]} WHEN written with conditions THEN a create fails if present, a replace fails if changed, and a lease names its holder`, async () => {
+  for (const index of [0, 1, 2, 3]) {
+    it(`GIVEN the ${["datastore folder", "S3 bucket (moto)", "blob container (Azurite)", "VM folder on a vSphere datastore (vcsim)"][index]} WHEN written with conditions THEN a create fails if present, a replace fails if changed, and a lease names its holder`, async () => {
       const store = await stores[index]!.make();
       assert.equal(await store.get("web.absent.json"), undefined);
       const first = await store.put("web.record.json", '{"v":1}', { ifAbsent: true });
@@ -67,6 +71,8 @@ describe("state stores beside the target", () => {
       await lease.release();
       assert.equal(await store.get("web.lease.json"), undefined, "released");
       await (await acquireLease(store, "web.lease.json", "again")).release();
+      await store.tidy?.();
+      assert.equal(await store.get("web.lease.json"), undefined);
     });
   }
 

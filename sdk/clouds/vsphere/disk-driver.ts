@@ -2,6 +2,7 @@
 // location.ts, kept as a chain of layers (a flat base and ESXi delta disks, replica-target.ts),
 // so a pass sends only the blocks that changed. Each call logs in with the context's connection
 // and out again.
+import { posix } from "node:path";
 import { PortableError } from "../../errors.ts";
 import type { DiskContext, DiskDriver } from "../../contracts/disk-driver.ts";
 import type { VsphereConnection } from "../../contracts/vsphere-connection.ts";
@@ -34,6 +35,15 @@ export const vsphereDiskDriver: DiskDriver = {
       await client.logout().catch(() => {});
       throw error;
     }
+  },
+  // Files in the VM's folder on the datastore, beside its disks. Without a connection (a caller
+  // that has no vCenter password), the state stays in the caller's state folder.
+  async stateStore(target, context) {
+    if (context.vsphere === undefined) return undefined;
+    const { file } = parseVsphereDiskUrl(target);
+    const { vsphereStateStore } = await import("./state-store.ts");
+    const folder = posix.dirname(file.path);
+    return vsphereStateStore(context.vsphere, { ...file, path: folder === "." ? "" : folder });
   },
   async remove(target, _committed, _virtualSizeBytes, context) {
     const client = await connectVsphere(connectionOf(context, target));
