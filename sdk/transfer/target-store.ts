@@ -12,9 +12,23 @@
 // the target is then unknown, and the pass rewrites each block from the source (correct, not
 // cheap; it happens only after a crash).
 import { hostname } from "node:os";
+import { isPortableError, PortableError } from "../errors.ts";
+import { isTransientError, withRetry } from "../retry.ts";
 import type { CommittedReplica, PendingPass, TargetState } from "../contracts/replica-target.ts";
 import { parseCommitted, serializeCommitted, type FileReplicaStore, type PassJournal, type ReplicaStore } from "./checkpoint.ts";
 import type { StateStore } from "../contracts/state-store.ts";
+
+/**
+ * A call to the store beside the target, retried on throttling, 5xx and network errors (every
+ * call here is idempotent: whole-record reads, unconditional writes, deletes), and coded
+ * STATE_STORE_UNAVAILABLE when it still fails with an error the store did not code.
+ */
+function remote<T>(store: StateStore, what: string, call: () => Promise<T>): Promise<T> {
+  return withRetry(call, { operation: `${what} ${store.reference}`, isRetryable: isTransientError }).catch((error: unknown) => {
+    if (isPortableError(error)) throw error;
+    throw new PortableError("STATE_STORE_UNAVAILABLE", `replica state at ${store.reference}: ${what} failed: ${(error as Error).message}`, { context: { store: store.reference }, cause: error });
+  });
+}
 
 interface PassMarker {
   readonly base: string;
@@ -40,12 +54,12 @@ export class TargetReplicaStore implements ReplicaStore {
   }
 
   async loadCommitted(key: string): Promise<CommittedReplica | undefined> {
-    const stored = await this.remote.get(`${key}.replica.json`);
+    const stored = await remote(this.remote, `read ${key}.replica.json`, () => this.remote.get(`${key}.replica.json`));
     return stored === undefined ? undefined : parseCommitted(stored.text, key);
   }
 
   async loadPending(key: string): Promise<PendingPass | undefined> {
-    const [local, stored] = await Promise.all([this.#cache.loadPending(key), this.remote.get(`${key}.pass.json`)]);
+    const [local, stored] = await Promise.all([this.#cache.loadPending(key), remote(this.remote, `read ${key}.pass.json`, () => this.remote.get(`${key}.pass.json`))]);
     if (stored === undefined) return undefined; // no pass is open anywhere (a local journal without it was committed)
     let marker: PassMarker;
     try {
@@ -63,7 +77,7 @@ export class TargetReplicaStore implements ReplicaStore {
     const mark = (sealing: boolean) => {
       const marker: PassMarker = { base: begun!.base, target: begun!.target, sealing, host: hostname(), pid: process.pid };
       const previous = this.#markers.get(key) ?? Promise.resolve();
-      this.#markers.set(key, previous.then(() => this.remote.put(`${key}.pass.json`, JSON.stringify(marker))));
+      this.#markers.set(key, previous.then(() => remote(this.remote, `write ${key}.pass.json`, () => this.remote.put(`${key}.pass.json`, JSON.stringify(marker)))));
     };
     return {
       begin: (base, target) => {
@@ -88,15 +102,15 @@ export class TargetReplicaStore implements ReplicaStore {
     const marker = this.#markers.get(key);
     this.#markers.delete(key);
     await marker;
-    await this.remote.put(`${key}.replica.json`, serializeCommitted(replica));
-    await this.remote.delete(`${key}.pass.json`);
+    await remote(this.remote, `write ${key}.replica.json`, () => this.remote.put(`${key}.replica.json`, serializeCommitted(replica)));
+    await remote(this.remote, `delete ${key}.pass.json`, () => this.remote.delete(`${key}.pass.json`));
     await this.#cache.dropJournal(key);
   }
 
   async remove(key: string): Promise<void> {
-    await this.remote.delete(`${key}.pass.json`);
-    await this.remote.delete(`${key}.replica.json`);
+    await remote(this.remote, `delete ${key}.pass.json`, () => this.remote.delete(`${key}.pass.json`));
+    await remote(this.remote, `delete ${key}.replica.json`, () => this.remote.delete(`${key}.replica.json`));
     await this.#cache.remove(key);
-    await this.remote.tidy?.();
+    await remote(this.remote, "tidy", () => this.remote.tidy?.() ?? Promise.resolve());
   }
 }

@@ -14,7 +14,7 @@ import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileReplicaStore } from "../../sdk/transfer/checkpoint.ts";
-import { openReplica, replicaKey } from "../../sdk/migrate/disk-placement.ts";
+import { openReplica, replicaKey, replicaStoreFor } from "../../sdk/migrate/disk-placement.ts";
 import { startAzurite, type Azurite } from "../harness/azurite.ts";
 import { fileSha256, sourceSha256 } from "../harness/disk.ts";
 import { seededRandom, startFaultProxy, type Fault, type FaultProxy } from "../harness/fault-proxy.ts";
@@ -232,6 +232,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       let outcome: ChildOutcome = { kind: "error" };
       let attempts = 0;
       let firstAttemptOk = false;
+      // The journal of a pass is in the state folder, whichever store keeps the committed record.
       const store = new FileReplicaStore(stateDir);
       const key = replicaKey(workload, "disk0", targetUrl);
       for (let attempt = 0; attempt <= options.faultyResumes + 1; attempt++) {
@@ -255,7 +256,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
 
       let correct = false;
       if (outcome.kind === "ok") {
-        const back = await openReplica(workload, "disk0", targetUrl, store, vsphere === undefined || target !== "vsphere" ? undefined : { ...vsphere, password: sim!.password });
+        const connection = vsphere === undefined || target !== "vsphere" ? undefined : { ...vsphere, password: sim!.password };
+        // The committed record is where the placement put it: beside the target.
+        const back = await openReplica(workload, "disk0", targetUrl, await replicaStoreFor(targetUrl, stateDir, connection), connection);
         try {
           correct = (await sourceSha256(back)) === expected;
         } finally {
