@@ -7,6 +7,9 @@
 // The portable:Disk resources record what this one placed and depend on it, so they change only
 // after a committed move. The old placement stays stopped (listed in `retained`) or is deleted,
 // per the policy; delete removes the machine, its disks and every retained placement.
+// Its check (a first placement) and diff (a move) log the plan on the Workload from where Pulumi
+// state has the workload and the replica state beside the targets, so every machine previews the
+// same; create, update and delete hold the workload's lease beside every target they touch.
 import * as pulumi from "@pulumi/pulumi";
 import type * as Machines from "../../sdk/migrate/machine-placement.ts";
 import type * as Specs from "../../sdk/spec/placement.ts";
@@ -116,10 +119,7 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
 
   async update(_id, olds, news) {
     const machines = require(MACHINES) as typeof Machines;
-    // Every target this run may write or delete: where the workload is, where it goes, what was kept or staged.
-    const recorded = [liveOf(olds).placed, ...JSON.parse(olds.retained || "[]").map((r: Retained) => r.disks), olds.staged || "[]"]
-      .flatMap((disks) => (JSON.parse(disks) as Machines.PlacedDiskRef[]).map((d) => d.target));
-    const targets = [...recorded, ...plansOf(news).map((d) => d.target)];
+    const targets = [...recordedTargets(olds), ...plansOf(news).map((d) => d.target)];
     const live = JSON.parse(liveOf(olds).live) as Specs.Placement;
     const purpose = `update ${news.workload} on ${live.kind}${movePending(olds, news) ? ` → ${(JSON.parse(news.placement) as Specs.Placement).kind}` : ""}`;
     const vsphere = machines.vsphereConnectionFor(JSON.parse(news.placement) as Specs.Placement) ?? machines.vsphereConnectionFor(live);
@@ -129,71 +129,67 @@ const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOut
 
   async delete(_id, olds) {
     const machines = require(MACHINES) as typeof Machines;
-    const targets = [liveOf(olds).placed, ...JSON.parse(olds.retained || "[]").map((r: Retained) => r.disks), olds.staged || "[]"]
-      .flatMap((disks) => (JSON.parse(disks) as Machines.PlacedDiskRef[]).map((d) => d.target));
     const vsphere = machines.vsphereConnectionFor(JSON.parse(liveOf(olds).live) as Specs.Placement);
-    await machines.withWorkloadLease(olds.workload, targets, olds.stateDir, `delete ${olds.workload}`, vsphere, () => deleteNow(olds, machines));
+    await machines.withWorkloadLease(olds.workload, recordedTargets(olds), olds.stateDir, `delete ${olds.workload}`, vsphere, () => deleteNow(olds, machines));
   },
 };
 
+/** An update under the lease: a move, a reshape on the same placement, or only new settings. */
 async function updateNow(olds: MachineOutputs, news: MachineInputs, machines: typeof Machines): Promise<MachineOutputs> {
-  {
-    // Where the workload runs: the last committed placement (a staged move has not cut over).
-    const { live, placed } = liveOf(olds);
-    const from = { ...requestOf(olds, live, placed, machines), machineId: olds.machineId };
-    const liveDisks = JSON.parse(placed) as Machines.PlacedDiskRecord[];
-    const kept = JSON.parse(olds.retained || "[]") as Retained[];
-    // A kept placement is the new one when its disks are where the new one puts them (its JSON
-    // may lack a setting added since).
-    const isNew = (r: Retained) => sameTargets(JSON.parse(r.disks) as Machines.PlacedDiskRecord[], plansOf(news));
-    const retained = kept.filter((r) => !isNew(r));
-    // A move is a disk going somewhere else; another setting of the same placement is a reshape.
-    if (movePending(olds, news)) {
-      const settings = settingsOf(news);
-      const keptThere = kept.find(isNew);
-      const moved = await machines.moveMachine({
-        ...policyOf(news),
-        from: { ...from, disks: liveDisks },
-        to: requestOf(news, news.placement, "", machines),
-        mode: settings.mode,
-        cutover: settings.cutover,
-        maxPasses: settings.maxPasses,
-        deleteSource: !news.keepPrevious,
-        targetWasKept: keptThere !== undefined,
-        ...(keptThere?.machineId ? { keptMachineId: keptThere.machineId } : {}),
-        gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000,
-        ...(recordedAt(olds) === undefined ? {} : { recordedAt: recordedAt(olds)! }),
-      });
-      if (moved.staged !== undefined) {
-        return outputsOf(news, moved.state, { live, placed: moved.disks, staged: JSON.stringify(moved.staged), lastMove: JSON.stringify(moved.record), retained: kept });
-      }
-      // Replicas staged earlier for a placement other than this one are no one's now.
-      if (olds.staged && olds.placement !== news.placement) await machines.removeWorkload(requestOf(olds, olds.placement, olds.staged, machines), "", olds.stateDir);
-      if (news.keepPrevious) retained.push({ placement: live, disks: placed, machineId: olds.machineId });
-      return outputsOf(news, moved.state, { live: news.placement, placed: moved.disks, staged: "", lastMove: JSON.stringify(moved.record), retained });
+  // Where the workload runs: the last committed placement (a staged move has not cut over).
+  const { live, placed } = liveOf(olds);
+  const from = { ...requestOf(olds, live, placed, machines), machineId: olds.machineId };
+  const liveDisks = JSON.parse(placed) as Machines.PlacedDiskRecord[];
+  const kept = JSON.parse(olds.retained || "[]") as Retained[];
+  // A kept placement is the new one when its disks are where the new one puts them (its JSON
+  // may lack a setting added since).
+  const isNew = (r: Retained) => sameTargets(JSON.parse(r.disks) as Machines.PlacedDiskRecord[], plansOf(news));
+  const retained = kept.filter((r) => !isNew(r));
+  // A move is a disk going somewhere else; another setting of the same placement is a reshape.
+  if (movePending(olds, news)) {
+    const settings = settingsOf(news);
+    const keptThere = kept.find(isNew);
+    const moved = await machines.moveMachine({
+      ...policyOf(news),
+      from: { ...from, disks: liveDisks },
+      to: requestOf(news, news.placement, "", machines),
+      mode: settings.mode,
+      cutover: settings.cutover,
+      maxPasses: settings.maxPasses,
+      deleteSource: !news.keepPrevious,
+      targetWasKept: keptThere !== undefined,
+      ...(keptThere?.machineId ? { keptMachineId: keptThere.machineId } : {}),
+      gracefulTimeoutMs: (news.stopGraceSeconds ?? 30) * 1000,
+      ...(recordedAt(olds) === undefined ? {} : { recordedAt: recordedAt(olds)! }),
+    });
+    if (moved.staged !== undefined) {
+      return outputsOf(news, moved.state, { live, placed: moved.disks, staged: JSON.stringify(moved.staged), lastMove: JSON.stringify(moved.record), retained: kept });
     }
-    if (olds.spec !== news.spec || olds.disks !== news.disks || live !== news.placement) {
-      // Same placement, new shape, settings or disk sources: the machine is recreated on its disks.
-      const previous = (JSON.parse(olds.disks) as Machines.DiskPlan[]).map((plan) => ({ ...plan, ...liveDisks.find((d) => d.id === plan.id) }));
-      const reshaped = await machines.reshapeWorkload(from, requestOf(news, news.placement, "[]", machines), policyOf(news), plansOf(news), previous);
-      return outputsOf(news, reshaped.state, { live: news.placement, placed: reshaped.disks, staged: olds.staged ?? "", lastMove: olds.lastMove, retained });
-    }
-    return { ...olds, ...news, retained: JSON.stringify(retained) };
+    // Replicas staged earlier for a placement other than this one are no one's now.
+    if (olds.staged && olds.placement !== news.placement) await machines.removeWorkload(requestOf(olds, olds.placement, olds.staged, machines), "", olds.stateDir);
+    if (news.keepPrevious) retained.push({ placement: live, disks: placed, machineId: olds.machineId });
+    return outputsOf(news, moved.state, { live: news.placement, placed: moved.disks, staged: "", lastMove: JSON.stringify(moved.record), retained });
   }
+  if (olds.spec !== news.spec || olds.disks !== news.disks || live !== news.placement) {
+    // Same placement, new shape, settings or disk sources: the machine is recreated on its disks.
+    const previous = (JSON.parse(olds.disks) as Machines.DiskPlan[]).map((plan) => ({ ...plan, ...liveDisks.find((d) => d.id === plan.id) }));
+    const reshaped = await machines.reshapeWorkload(from, requestOf(news, news.placement, "[]", machines), policyOf(news), plansOf(news), previous);
+    return outputsOf(news, reshaped.state, { live: news.placement, placed: reshaped.disks, staged: olds.staged ?? "", lastMove: olds.lastMove, retained });
+  }
+  return { ...olds, ...news, retained: JSON.stringify(retained) };
 }
 
+/** A delete under the lease: the machine and disks where it runs, kept and staged. */
 async function deleteNow(olds: MachineOutputs, machines: typeof Machines): Promise<void> {
-  {
-    const { live, placed } = liveOf(olds);
-    await machines.removeWorkload(requestOf(olds, live, placed, machines), olds.machineId, olds.stateDir);
-    for (const kept of JSON.parse(olds.retained || "[]") as Retained[]) {
-      await machines.removeWorkload(requestOf(olds, kept.placement, kept.disks, machines), kept.machineId, olds.stateDir);
-    }
-    if (olds.staged) await machines.removeWorkload(requestOf(olds, olds.placement, olds.staged, machines), "", olds.stateDir);
-    // The measured timings of this workload's machines: the last thing of it in the state folder.
-    const { forgetWorkload } = require(PLACEMENT) as typeof Placement;
-    await forgetWorkload(olds.stateDir, (JSON.parse(olds.spec) as { name: string }).name);
+  const { live, placed } = liveOf(olds);
+  await machines.removeWorkload(requestOf(olds, live, placed, machines), olds.machineId, olds.stateDir);
+  for (const kept of JSON.parse(olds.retained || "[]") as Retained[]) {
+    await machines.removeWorkload(requestOf(olds, kept.placement, kept.disks, machines), kept.machineId, olds.stateDir);
   }
+  if (olds.staged) await machines.removeWorkload(requestOf(olds, olds.placement, olds.staged, machines), "", olds.stateDir);
+  // The measured timings of this workload's machines: the last thing of it in the state folder.
+  const { forgetWorkload } = require(PLACEMENT) as typeof Placement;
+  await forgetWorkload(olds.stateDir, (JSON.parse(olds.spec) as { name: string }).name);
 }
 
 /**
@@ -258,6 +254,12 @@ function timingsOf(olds: MachineOutputs | undefined, inputs: MachineInputs): str
  */
 function liveOf(olds: MachineOutputs): { live: string; placed: string } {
   return { live: olds.live ?? olds.placement, placed: olds.placed ?? olds.disks };
+}
+
+/** Every target Pulumi state has the workload's disks on: where it runs, what was kept or staged (what the lease covers). */
+function recordedTargets(olds: MachineOutputs): string[] {
+  return [liveOf(olds).placed, ...(JSON.parse(olds.retained || "[]") as Retained[]).map((r) => r.disks), olds.staged || "[]"]
+    .flatMap((disks) => (JSON.parse(disks) as Machines.PlacedDiskRef[]).map((d) => d.target));
 }
 
 /** When the last move Pulumi state recorded ended; undefined before any move. */
