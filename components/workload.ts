@@ -4,7 +4,7 @@
 // the cutover) instead of replacing it. Each disk is a portable:Disk that records where the
 // Machine placed it. The machine itself is our Machine (local, vsphere) or the official
 // provider's resources (aws, azure), which depend on the cutover. The plan of what a run will
-// move is logged on the component, so `pulumi preview` shows it.
+// move is logged on the component by the Machine, so `pulumi preview` shows it on any machine.
 import { resolve } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parseWorkloadArgs, type MigrationPolicyInput, type PlacementInput, type ValidWorkloadArgs } from "../sdk/spec/placement.ts";
@@ -45,7 +45,11 @@ export class Workload extends pulumi.ComponentResource {
   readonly addresses: pulumi.Output<string[]>;
   /** Per disk id, where it is: a file path, snap-…, a blob URL, a datastore path. */
   readonly disks: pulumi.Output<Record<string, string>>;
-  /** The plan this run carries out (also logged on the component); undefined if it could not be made. */
+  /**
+   * The plan as this machine's state folder sees it (what the readiness gate judges); undefined if
+   * it could not be made. The plan a preview shows is the Machine's, from Pulumi state and the
+   * replica state beside the targets, logged on this component.
+   */
   readonly plan: pulumi.Output<WorkloadPlan | undefined>;
 
   constructor(name: string, args: WorkloadArgs, opts?: pulumi.ComponentResourceOptions) {

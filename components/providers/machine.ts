@@ -85,6 +85,8 @@ const PLAN = sdkModule("migrate/workload-plan");
 const SPECS = sdkModule("spec/placement");
 const PLACEMENT = sdkModule("migrate/disk-placement");
 const ENGINE_LOG = providerModule("engine-log");
+/** How the engine hands a dynamic provider an input that is not known yet (a preview). */
+const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 const machineProvider: pulumi.dynamic.ResourceProvider<MachineInputs, MachineOutputs> = {
   async check(olds, news) {
@@ -200,7 +202,12 @@ async function deleteNow(olds: MachineOutputs, machines: typeof Machines): Promi
  */
 async function logPlan(news: MachineInputs, olds: MachineOutputs | undefined): Promise<void> {
   const { logToEngine } = require(ENGINE_LOG) as typeof EngineLog;
-  if (news.planUrn === undefined || news.planUrn === "") return;
+  if (news.planUrn === undefined || news.planUrn === "" || news.planUrn === UNKNOWN) return;
+  // An input another resource computes is unknown in a preview: `up` plans once it is known.
+  if ([news.spec, news.placement, news.disks, news.fixups].includes(UNKNOWN)) {
+    await logToEngine(news.planUrn, `${news.workload}: the plan is made when up runs: its disks come from resources this run creates or changes`);
+    return;
+  }
   const machines = require(MACHINES) as typeof Machines;
   const { planWorkload } = require(PLAN) as typeof Plans;
   const { checkRecordedState } = require(PLACEMENT) as typeof Placement;
