@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { listDatastoreFolder, removeEmptyDatastoreFolder } from "../../sdk/clouds/vsphere/datastore.ts";
 import type { VsphereConnection } from "../../sdk/contracts/vsphere-connection.ts";
 import { isPortableError } from "../../sdk/errors.ts";
-import { forgetWorkload, placeDisk, readTimings, removeDisk } from "../../sdk/migrate/disk-placement.ts";
+import { forgetWorkload, placeDisk, readTimings, removeDisk, replicaKey } from "../../sdk/migrate/disk-placement.ts";
 import { createMachine, destroyMachine, isRunning, type MachineRequest } from "../../sdk/migrate/machine-placement.ts";
 import { diskTargetFor } from "../../sdk/migrate/targets.ts";
 import { machineDriver } from "../../sdk/clouds/registry.ts";
@@ -177,8 +177,9 @@ describe("destroy: a vSphere disk's datastore folder goes with its last file (vc
     await placeDisk({ workload: "theirs", disk: "disk0", source, sourceFormat: "raw", target: theirs, stateDir, vsphere: connection, verify: { mode: "none" } });
 
     await removeDisk({ workload: "mine", disk: "disk0", target: mine, stateDir, virtualSizeBytes: placed.virtualSizeBytes, vsphere: connection });
-    assert.deepEqual(await folderOnDatastore("shared"), ["theirs-disk0-flat.vmdk", "theirs-disk0-pw1.vmdk", "theirs-disk0.vmdk"], "only my disk went; the folder stays");
-    assert.ok((await tree(stateDir)).every((file) => file.startsWith("theirs.")), "my replica state and current placement are gone, theirs stay");
+    assert.deepEqual(await folderOnDatastore("shared"), ["portable-state", "theirs-disk0-flat.vmdk", "theirs-disk0-pw1.vmdk", "theirs-disk0.vmdk"], "only my disk went; the folder stays");
+    assert.deepEqual(await folderOnDatastore("shared/portable-state"), [`${replicaKey("theirs", "disk0", theirs)}.replica.json`], "my replica state beside the disks is gone, theirs stays");
+    assert.ok((await tree(stateDir)).every((file) => file.startsWith("theirs.")), "my current placement is gone, theirs stays");
 
     await removeDisk({ workload: "theirs", disk: "disk0", target: theirs, stateDir, virtualSizeBytes: placed.virtualSizeBytes, vsphere: connection });
     assert.equal(await folderOnDatastore("shared"), undefined, "the last disk took the folder with it");
