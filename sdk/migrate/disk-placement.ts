@@ -8,6 +8,7 @@ import { mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { FileReplicaStore, recordVerification, type ReplicaStore } from "../transfer/checkpoint.ts";
 import { TargetReplicaStore } from "../transfer/target-store.ts";
+import type { StateStore } from "../contracts/state-store.ts";
 import { diskDriverFor, openSource } from "../clouds/registry.ts";
 import type { DiskContext, DiskDriver } from "../contracts/disk-driver.ts";
 import { withJobSlot } from "../transfer/job-slots.ts";
@@ -110,12 +111,17 @@ export function placeDisk(args: PlaceDiskArgs): Promise<PlacedDisk> {
   return withJobSlot(() => placeDiskNow(args));
 }
 
+/** The state store its platform keeps beside the disk at `target` (DiskDriver.stateStore); undefined when none. */
+export async function stateStoreBeside(target: string, vsphere?: VsphereConnection): Promise<StateStore | undefined> {
+  return (await diskDriverFor(target)).stateStore?.(target, contextOf(vsphere));
+}
+
 /**
  * Where the replica state of the disk at `target` is kept: beside it when its platform keeps it
  * there (DiskDriver.stateStore), with `stateDir` as the cache of pass journals; else in `stateDir`.
  */
 export async function replicaStoreFor(target: string, stateDir: string, vsphere?: VsphereConnection): Promise<ReplicaStore> {
-  const remote = await (await diskDriverFor(target)).stateStore?.(target, contextOf(vsphere));
+  const remote = await stateStoreBeside(target, vsphere);
   const cache = new FileReplicaStore(stateDir);
   return remote === undefined ? cache : new TargetReplicaStore(remote, cache);
 }

@@ -12,7 +12,7 @@ import type { Workload } from "../spec/workload.ts";
 import { diskDriverFor, machineDriver, placementContext } from "../clouds/registry.ts";
 import type { DestroyMachineOptions, MachineRequest, MachineState, PlacedDiskRef } from "../contracts/machine-driver.ts";
 import type { VsphereConnection } from "../contracts/vsphere-connection.ts";
-import { checkRecordedState, commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, replicaStoreFor, type AppliedFixups, type CommittedMove, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
+import { checkRecordedState, commitMove, commitPlacement, currentOf, placeDisk, readCommittedMove, readCurrent, recordTimings, refreshSourceRecord, removeDisk, replicaKey, replicaStoreFor, stateStoreBeside, type AppliedFixups, type CommittedMove, type DiskFixups, type PlacedDisk } from "./disk-placement.ts";
 import { cutover, CutoverError, type CutoverOptions, type CutoverRecord } from "./migrate.ts";
 import { verifyPolicyOf } from "../transfer/verify.ts";
 import { acquireLease, fileStateStore, type Lease, type StateStore } from "../contracts/state-store.ts";
@@ -402,7 +402,7 @@ async function adoptCommitted(request: MoveRequest): Promise<MoveResult | undefi
 export async function withWorkloadLease<T>(workload: string, targets: readonly string[], stateDir: string, purpose: string, vsphere: VsphereConnection | undefined, work: () => Promise<T>): Promise<T> {
   const stores = new Map<string, { store: StateStore; beside: boolean }>();
   for (const target of new Set(targets)) {
-    const beside = await (await diskDriverFor(target)).stateStore?.(target, vsphere === undefined ? {} : { vsphere });
+    const beside = await stateStoreBeside(target, vsphere);
     const store = beside ?? fileStateStore(stateDir);
     stores.set(store.reference, { store, beside: beside !== undefined });
   }
